@@ -1,0 +1,281 @@
+r"""Energies and how they enter Pyro models.
+
+An energy :math:`E` is a negative log-density up to a constant and a temperature,
+
+.. math:: p_\beta(x) = \frac{1}{Z(\beta)} \exp(-\beta E(x)), \qquad Z(\beta) = \int \exp(-\beta E(x))\,dx .
+
+:func:`energy_factor` adds :math:`-\beta E` to a Pyro model's log joint through a
+``pyro.factor``-like site that :func:`pyebm.temper` can recognise; :func:`model_from_energy`
+builds a whole model from an energy and a dict of site shapes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from numbers import Real
+from typing import Union
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.poutine.runtime import get_plates
+from torch import nn
+
+from .diagnostics import check_beta, check_energy
+
+__all__ = ["Energy", "energy_factor", "model_from_energy", "EnergyModel", "flat_prior", "ENERGY_FACTOR_KEY"]
+
+#: key in a site's ``infer`` dict that marks it as an energy factor (read by :func:`pyebm.temper`)
+ENERGY_FACTOR_KEY = "pyebm_energy_factor"
+
+Shape = Union[int, tuple, torch.Size]
+
+
+class Energy(nn.Module):
+    r"""Base class for energies: an ``nn.Module`` whose ``forward(value, **ctx)`` returns energies.
+
+    An energy returns one value per configuration: for ``value`` of shape ``(*batch, *event)`` the
+    result has shape ``batch``. Energies compose like the log-densities they stand for:
+    ``e1 + e2`` is the energy of the product of the two Gibbs densities and ``c * e`` rescales it
+    (``c`` a number: a fixed change of temperature).
+
+    Examples
+    --------
+    >>> class Quadratic(Energy):
+    ...     def forward(self, x):
+    ...         return 0.5 * (x**2).sum(-1)
+    >>> e = Quadratic() + 2.0 * Quadratic()
+    >>> float(e(torch.ones(3)))
+    4.5
+    """
+
+    def __add__(self, other: Energy | Callable) -> Energy:
+        if isinstance(other, Real) and other == 0:
+            return self  # so that sum([e1, e2]) works
+        return SumEnergy(self, other)
+
+    def __radd__(self, other: Energy | Callable) -> Energy:
+        if isinstance(other, Real) and other == 0:
+            return self
+        return SumEnergy(other, self)
+
+    def __mul__(self, scale: float) -> Energy:
+        if not isinstance(scale, (Real, torch.Tensor)):
+            return NotImplemented
+        return ScaledEnergy(scale, self)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> Energy:
+        return ScaledEnergy(-1.0, self)
+
+    def __sub__(self, other: Energy | Callable) -> Energy:
+        return SumEnergy(self, ScaledEnergy(-1.0, _as_module(other)))
+
+
+class _Function(Energy):
+    """An energy given as a plain function (kept so it composes and shows in ``repr``)."""
+
+    def __init__(self, fn: Callable) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.fn(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+def _as_module(e: Energy | Callable) -> nn.Module:
+    if isinstance(e, nn.Module):
+        return e
+    if callable(e):
+        return _Function(e)
+    raise TypeError(f"cannot compose an energy with {type(e).__name__}; pass an Energy or a callable.")
+
+
+class SumEnergy(Energy):
+    r"""Sum of energies, :math:`E(x) = \sum_i E_i(x)`: the product of their Gibbs densities."""
+
+    def __init__(self, *terms: Energy | Callable) -> None:
+        super().__init__()
+        flat = []
+        for t in terms:
+            flat.extend(t.terms if isinstance(t, SumEnergy) else [_as_module(t)])
+        self.terms = nn.ModuleList(flat)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return sum(t(*args, **kwargs) for t in self.terms)
+
+
+class ScaledEnergy(Energy):
+    r"""A scalar multiple :math:`c\,E(x)` of an energy."""
+
+    def __init__(self, scale: float | torch.Tensor, energy: Energy | Callable) -> None:
+        super().__init__()
+        self.scale = scale
+        self.energy = _as_module(energy)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.scale * self.energy(*args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+def _plate_shape() -> tuple:
+    """Batch shape implied by the enclosing ``pyro.plate`` contexts (leading ones stripped)."""
+    frames = [f for f in get_plates() if f.vectorized]
+    if not frames:
+        return ()
+    shape = [1] * max(-f.dim for f in frames)
+    for f in frames:
+        shape[f.dim] = f.size
+    while shape and shape[0] == 1:
+        shape.pop(0)
+    return tuple(shape)
+
+
+def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
+    r"""Add :math:`-\beta E` to the model's log joint, as ``pyro.factor(name, -beta * energy)`` does.
+
+    The site is marked as an energy factor so that :func:`pyebm.temper` can rescale its β; a plain
+    ``pyro.factor`` is a log-density term, not an energy, and ``temper`` leaves it alone.
+
+    Parameters
+    ----------
+    name : str
+        Site name.
+    energy : torch.Tensor
+        Energy value(s): a real floating tensor, finite, with the batch shape of the enclosing
+        plates (a scalar outside any plate).
+    beta : float
+        Inverse temperature, finite and ``>= 0``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a non-tensor, non-real, non-finite or mis-shaped energy, or a bad β.
+    """
+    beta = check_beta(beta)
+    check_energy(energy, name=name)
+    expected = _plate_shape()
+    got = tuple(energy.shape)
+    while got and got[0] == 1:
+        got = got[1:]
+    if got != expected:
+        check_energy(energy, name=name, expected_shape=expected)  # raises with the standard message
+    unit = dist.Unit(-beta * energy)
+    pyro.sample(
+        name,
+        unit,
+        obs=unit.sample(),
+        infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta},
+    )
+
+
+def flat_prior(shape: Shape) -> dist.TorchDistribution:
+    """Improper flat prior over the reals of the given event shape.
+
+    ``Normal(0, 1).expand(shape).to_event().mask(False)``: its support and transform are the
+    reals and its log-density is zero; unlike ``ImproperUniform`` it has a sampler, so Pyro's
+    initialisation, ``AutoDelta``, ``Predictive`` and NUTS all work with it.
+    """
+    shape = _as_shape(shape)
+    return dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)).mask(False)
+
+
+def _as_shape(shape: Shape) -> torch.Size:
+    if isinstance(shape, int):
+        return torch.Size([shape])
+    if isinstance(shape, (tuple, list, torch.Size)) and all(isinstance(s, int) and s > 0 for s in shape):
+        return torch.Size(shape)
+    raise ValueError(f"a site shape must be an int or a tuple of positive ints, got {shape!r}.")
+
+
+class EnergyModel:
+    """A Pyro model made from an energy: returned by :func:`model_from_energy`.
+
+    Callable as ``model(**ctx)``; ``ctx`` is passed on to the energy as keyword arguments.
+    """
+
+    def __init__(self, energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None = None) -> None:
+        if not callable(energy):
+            raise TypeError(f"energy must be callable (an Energy or a function), got {type(energy).__name__}.")
+        if not sites:
+            raise ValueError("sites is empty; pass a dict of site names to shapes, e.g. {'x': 2}.")
+        self.energy = energy
+        self.sites = {name: _as_shape(shape) for name, shape in sites.items()}
+        prior = dict(prior or {})
+        unknown = set(prior) - set(self.sites)
+        if unknown:
+            raise ValueError(f"prior names sites {sorted(unknown)} that are not in sites {list(self.sites)}.")
+        self.prior = {}
+        for name, shape in self.sites.items():
+            d = prior.get(name)
+            if d is None:
+                d = flat_prior(shape)
+            elif not isinstance(d, dist.Distribution):
+                raise TypeError(f"prior['{name}'] must be a pyro distribution, got {type(d).__name__}.")
+            elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
+                raise ValueError(
+                    f"prior['{name}'] has shape {tuple(d.batch_shape) + tuple(d.event_shape)} but site '{name}' "
+                    f"has shape {tuple(shape)}."
+                )
+            elif d.batch_shape:
+                d = d.to_event(len(d.batch_shape))
+            self.prior[name] = d
+        self._positional = len(self.sites) == 1 and not _takes_keyword(energy, next(iter(self.sites)))
+
+    def __call__(self, **ctx) -> torch.Tensor:
+        values = {name: pyro.sample(name, d) for name, d in self.prior.items()}
+        if self._positional:
+            e = self.energy(next(iter(values.values())), **ctx)
+        else:
+            e = self.energy(**values, **ctx)
+        energy_factor("energy", e)
+        return e
+
+    def __repr__(self) -> str:
+        sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
+        return f"EnergyModel({self.energy!r}, sites={{{sites}}})"
+
+
+def _takes_keyword(fn: Callable, name: str) -> bool:
+    """Whether ``fn`` accepts ``name`` as a keyword (else a single site is passed positionally)."""
+    target = fn.forward if isinstance(fn, nn.Module) else fn
+    try:
+        params = inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def model_from_energy(
+    energy: Callable, sites: Mapping[str, Shape], prior: Mapping[str, dist.Distribution] | None = None
+) -> EnergyModel:
+    r"""Build a Pyro model whose log joint is :math:`\log p(\theta) - E(\theta)`.
+
+    Parameters
+    ----------
+    energy : Energy or callable
+        Called with each site as a keyword argument (``energy(x=..., y=...)``). With a single site
+        whose name the energy does not take as a keyword, the value is passed positionally, so a
+        one-argument energy works whatever the site is called. Must return a scalar.
+    sites : dict
+        Site name to shape, e.g. ``{"x": 2}`` or ``{"w": (3, 4)}``.
+    prior : dict, optional
+        Site name to a Pyro distribution. Sites not named get an improper flat prior over the reals
+        (:func:`flat_prior`), so that the posterior is exactly the Gibbs density
+        :math:`\propto \exp(-E)`. A prior with constrained support (``LogNormal``, ``HalfNormal``)
+        makes inference run in the unconstrained space through the support's transform.
+
+    Examples
+    --------
+    >>> from pyebm.energies import Gaussian
+    >>> model = model_from_energy(Gaussian(torch.zeros(2), torch.eye(2)), {"x": 2})
+    >>> post = pyebm.infer(model, method="laplace")  # doctest: +SKIP
+    """
+    return EnergyModel(energy, sites, prior)

@@ -1,0 +1,53 @@
+"""Global state kept local: RNG seeds and Pyro's param store.
+
+Every public function that samples or optimises runs inside these scopes, so the global RNG
+state and Pyro's param store are the same after it returns as before.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import pyro
+import torch
+
+__all__ = ["seeded", "isolated_param_store", "resolve_seed"]
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: ``seed`` itself, or a fresh one from the OS (not from the global RNG)."""
+    if seed is None:
+        return secrets.randbits(31)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
+    return int(seed)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch for the block, then restore their previous states."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        pyro.set_rng_seed(seed)
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.set_rng_state(torch_state)
+
+
+@contextmanager
+def isolated_param_store() -> Iterator[None]:
+    """Run the block on an empty Pyro param store, then put the caller's parameters back."""
+    store = pyro.get_param_store()
+    saved = store.get_state()
+    store.clear()
+    try:
+        yield
+    finally:
+        store.clear()
+        store.set_state(saved)
