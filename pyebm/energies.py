@@ -22,6 +22,9 @@ __all__ = [
 
 
 def _t(x, dtype=None) -> torch.Tensor:
+    """A tensor in ``dtype``; floating tensors keep their own dtype unless one is asked for."""
+    if dtype is None and isinstance(x, torch.Tensor) and x.dtype.is_floating_point:
+        return x
     return torch.as_tensor(x, dtype=dtype or torch.get_default_dtype())
 
 

@@ -176,7 +176,7 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
     )
 
 
-def flat_prior(shape: Shape) -> dist.TorchDistribution:
+def flat_prior(shape: Shape, dtype: torch.dtype | None = None) -> dist.TorchDistribution:
     """Improper flat prior over the reals of the given event shape.
 
     ``Normal(0, 1).expand(shape).to_event().mask(False)``: its support and transform are the
@@ -184,7 +184,8 @@ def flat_prior(shape: Shape) -> dist.TorchDistribution:
     initialisation, ``AutoDelta``, ``Predictive`` and NUTS all work with it.
     """
     shape = _as_shape(shape)
-    return dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)).mask(False)
+    zero = torch.zeros((), dtype=dtype or torch.get_default_dtype())
+    return dist.Normal(zero, zero + 1).expand(shape).to_event(len(shape)).mask(False)
 
 
 def _as_shape(shape: Shape) -> torch.Size:
@@ -216,7 +217,7 @@ class EnergyModel:
         for name, shape in self.sites.items():
             d = prior.get(name)
             if d is None:
-                d = flat_prior(shape)
+                d = flat_prior(shape, _energy_dtype(energy))
             elif not isinstance(d, dist.Distribution):
                 raise TypeError(f"prior['{name}'] must be a pyro distribution, got {type(d).__name__}.")
             elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
@@ -241,6 +242,15 @@ class EnergyModel:
     def __repr__(self) -> str:
         sites = ", ".join(f"{k}: {tuple(v)}" for k, v in self.sites.items())
         return f"EnergyModel({self.energy!r}, sites={{{sites}}})"
+
+
+def _energy_dtype(energy: Callable) -> torch.dtype:
+    """The floating dtype of a module energy's parameters/buffers, else torch's default."""
+    if isinstance(energy, nn.Module):
+        for t in list(energy.parameters()) + list(energy.buffers()):
+            if t.dtype.is_floating_point:
+                return t.dtype
+    return torch.get_default_dtype()
 
 
 def _takes_keyword(fn: Callable, name: str) -> bool:
@@ -268,7 +278,7 @@ def model_from_energy(
         Site name to shape, e.g. ``{"x": 2}`` or ``{"w": (3, 4)}``.
     prior : dict, optional
         Site name to a Pyro distribution. Sites not named get an improper flat prior over the reals
-        (:func:`flat_prior`), so that the posterior is exactly the Gibbs density
+        (:func:`flat_prior`, in the dtype of the energy's parameters or buffers), so that the posterior is exactly the Gibbs density
         :math:`\propto \exp(-E)`. A prior with constrained support (``LogNormal``, ``HalfNormal``)
         makes inference run in the unconstrained space through the support's transform.
 

@@ -65,16 +65,17 @@ class Laplace(MAP):
         if not bool(torch.isfinite(H).all()):
             raise InferenceError("Laplace: the Hessian at the minimum is not finite; the energy is not twice "
                                  "differentiable there.")
-        chol, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            evals, evecs = torch.linalg.eigh(H)
-            direction = evecs[:, 0]
+        evals, evecs = torch.linalg.eigh(H)
+        floor = (1e-10 if H.dtype == torch.float64 else 1e-5) * max(float(evals.abs().max()), 1.0)
+        if float(evals[0]) <= floor:
+            kind = "a saddle point" if float(evals[0]) < -floor else "a flat direction"
             raise InferenceError(
                 f"Laplace: the Hessian at the 'minimum' is not positive definite (smallest eigenvalue "
-                f"{float(evals[0]):.3g} along unconstrained direction {direction.numpy().round(3).tolist()}). "
-                "The optimiser stopped at a saddle point or on a flat direction, where no Gaussian fits. Start "
-                "elsewhere (`init`), add a prior that curves the flat direction, or sample with method='nuts'."
+                f"{float(evals[0]):.3g} along unconstrained direction {evecs[:, 0].numpy().round(3).tolist()}): "
+                f"the optimiser stopped at {kind}, where no Gaussian fits. Start elsewhere (`init`), add a prior "
+                "that curves the direction, or sample with method='nuts'."
             )
+        chol = torch.linalg.cholesky(H)
         cov = torch.cholesky_inverse(chol)
         scale_tril = torch.linalg.cholesky(cov)
         D = res.u.numel()

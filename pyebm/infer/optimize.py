@@ -81,7 +81,7 @@ def minimize(
 
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
-            [u], lr=1.0 if lr is None else lr, max_iter=1, history_size=20,
+            [u], lr=1.0 if lr is None else lr, max_iter=1, max_eval=30, history_size=20,
             tolerance_grad=0.0, tolerance_change=0.0, line_search_fn="strong_wolfe",
         )
     else:
@@ -89,7 +89,7 @@ def minimize(
 
     start_energy = float(fn(u0.detach()))
     start_norm = float(u0.norm())
-    history = [start_energy]
+    history, grad_norms = [start_energy], []
     converged = False
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     it = 0
@@ -114,7 +114,10 @@ def minimize(
                     "unbounded below, or undefined where the optimiser went; add a prior or constrain the site."
                 )
             grad_norm = float(grad.abs().max())
+            grad_norms.append(grad_norm)
             bar.set_postfix(energy=f"{energy:.4g}", grad=f"{grad_norm:.2g}")
+            if energy < start_energy and float(u.detach().norm()) > _RUNAWAY * (1.0 + start_norm):
+                _raise_unbounded(desc, start_energy, energy, float(u.detach().norm()))
             if grad_norm <= tol * max(1.0, abs(energy)):
                 converged = True
                 break
@@ -124,15 +127,24 @@ def minimize(
         bar.close()
     result = OptimResult(u.detach(), energy, grad_norm, it, evaluations, converged, history)
     if not converged:
-        norm = float(result.u.norm())
-        if energy < start_energy - 1e3 * (1.0 + abs(start_energy)) or norm > 1e4 * (1.0 + start_norm):
-            raise InferenceError(
-                f"{desc}: the energy kept falling (from {start_energy:.4g} to {energy:.4g}) while |θ| grew to "
-                f"{norm:.3g}: it looks unbounded below, so there is no minimum. Check the energy's sign, or add a "
-                "proper prior that confines the latent variables."
-            )
+        tail = history[-min(10, len(history)) :]
+        steadily_falling = len(tail) >= 5 and all(b < a for a, b in zip(tail, tail[1:]))
+        if steadily_falling and grad_norms[-1] >= 0.5 * grad_norms[len(grad_norms) // 2]:
+            _raise_unbounded(desc, start_energy, energy, float(result.u.norm()))
         raise InferenceError(
             f"{desc}: did not converge in {it} iterations (gradient max-norm {grad_norm:.3g} > tol {tol:g}·max(1,|E|)). "
             "Raise `steps`, loosen `tol`, use float64, or start closer with `init`."
         )
     return result
+
+
+#: parameters a million times farther out than they started, with the energy below its start: a runaway
+_RUNAWAY = 1e6
+
+
+def _raise_unbounded(desc: str, start: float, end: float, norm: float) -> None:
+    raise InferenceError(
+        f"{desc}: the energy kept falling (from {start:.4g} to {end:.4g}, |θ| = {norm:.3g}) without its gradient "
+        "shrinking: it looks unbounded below, so there is no minimum. Check the energy's sign, or add a proper "
+        "prior that confines the latent variables."
+    )

@@ -1,0 +1,31 @@
+import warnings
+
+import pyro
+import pytest
+import torch
+
+
+@pytest.fixture
+def float64():
+    """Run a test in float64 (precision is the point of exact tests); restore the default after."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture(autouse=True)
+def _clean_pyro_state():
+    """Every test starts from an empty param store and leaves none behind."""
+    pyro.clear_param_store()
+    with warnings.catch_warnings():
+        yield
+    pyro.clear_param_store()
+
+
+def gaussian_2d(dtype=torch.float64):
+    """The exact reference of the suite: a correlated 2-D Gaussian energy."""
+    from pyebm.energies import Gaussian
+
+    precision = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=dtype)
+    return Gaussian(torch.tensor([1.0, -2.0], dtype=dtype), precision)

@@ -1,0 +1,81 @@
+import math
+
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyebm
+from conftest import gaussian_2d
+
+
+@pytest.mark.parametrize("beta", [1.0, 0.3, 4.0])
+def test_laplace_is_exact_on_a_tempered_gaussian(beta, float64):
+    e = gaussian_2d()
+    model = pyebm.temper(pyebm.model_from_energy(e, {"x": 2}), beta)
+    post = pyebm.infer(model, method="laplace", seed=0, progress=False)
+    # constant Hessian: mean, covariance and log Z are exact up to optimiser tolerance / float precision
+    torch.testing.assert_close(post.mean()["x"], e.mu, atol=1e-7, rtol=0)
+    torch.testing.assert_close(post.approximation.covariance, e.covariance(beta), atol=1e-10, rtol=1e-8)
+    torch.testing.assert_close(post.std()["x"], e.covariance(beta).diagonal().sqrt(), atol=1e-10, rtol=1e-8)
+    assert post.log_evidence == pytest.approx(e.log_normalizer(beta), abs=1e-9)
+
+
+def test_laplace_under_temper_context_manager(float64):
+    e = gaussian_2d()
+    with pyebm.temper(beta=2.0):
+        post = pyebm.infer(pyebm.model_from_energy(e, {"x": 2}), method="laplace", seed=0, progress=False)
+    assert post.log_evidence == pytest.approx(e.log_normalizer(2.0), abs=1e-9)
+
+
+def test_laplace_draws_match_its_gaussian(float64):
+    e = gaussian_2d()
+    post = pyebm.infer(pyebm.model_from_energy(e, {"x": 2}), method="laplace", seed=0, progress=False)
+    n = 40000
+    x = post.sample(n, seed=1)["x"]
+    sd = e.covariance().diagonal().sqrt()
+    # independent draws: the sample mean's error is sd/sqrt(n); 4 standard errors
+    assert ((x.mean(0) - e.mu).abs() <= 4 * sd / math.sqrt(n)).all()
+    # sample variance's standard error is var*sqrt(2/n) for a Gaussian
+    assert ((x.var(0) - sd**2).abs() <= 4 * sd**2 * math.sqrt(2 / n)).all()
+
+
+def test_diag_hessian_is_the_diagonal_of_the_full_one(float64):
+    e = gaussian_2d()
+    model = pyebm.model_from_energy(e, {"x": 2})
+    full = pyebm.infer(model, method="laplace", seed=0, progress=False)
+    diag = pyebm.infer(model, method=pyebm.Laplace(hessian="diag"), seed=0, progress=False)
+    torch.testing.assert_close(diag.diagnostics["hessian"], torch.diag(full.diagnostics["hessian"].diagonal()))
+    torch.testing.assert_close(full.diagnostics["hessian"], e.precision, atol=1e-10, rtol=0)
+    torch.testing.assert_close(diag.std()["x"], e.precision.diagonal().rsqrt(), atol=1e-10, rtol=0)
+
+
+def test_unknown_hessian_is_an_error():
+    with pytest.raises(ValueError, match="unknown hessian"):
+        pyebm.infer(pyebm.model_from_energy(gaussian_2d(), {"x": 2}), method=pyebm.Laplace(hessian="kfac"),
+                    progress=False)
+
+
+def test_laplace_on_a_positive_site_works_in_log_space(float64):
+    # prior Gamma(a, b), energy c*s. In u = log s the potential is U(u) = -a u + (b+c) e^u (+ const):
+    # minimum at s = a/(b+c), curvature U'' = a there, so Var(u) = 1/a.
+    a, b, c = 3.0, 2.0, 1.0
+    model = pyebm.model_from_energy(lambda s: c * s, {"s": ()}, prior={"s": dist.Gamma(a, b)})
+    post = pyebm.infer(model, method="laplace", seed=0, progress=False)
+    torch.testing.assert_close(post.mode["s"], torch.tensor(a / (b + c)), atol=1e-7, rtol=0)
+    torch.testing.assert_close(post.approximation.covariance, torch.tensor([[1 / a]]), atol=1e-8, rtol=0)
+    assert (post.sample(1000, seed=0)["s"] > 0).all()
+
+
+def test_saddle_point_raises():
+    # E = (x0^2 - 1)^2 + x1^2 has a saddle at the origin; started there, the gradient is zero
+    energy = lambda x: (x[0] ** 2 - 1) ** 2 + x[1] ** 2  # noqa: E731
+    model = pyebm.model_from_energy(energy, {"x": 2})
+    method = pyebm.Laplace(init={"x": torch.zeros(2)})
+    with pytest.raises(pyebm.InferenceError, match="not positive definite"):
+        pyebm.infer(model, method=method, seed=0, progress=False)
+
+
+def test_flat_direction_raises(float64):
+    model = pyebm.model_from_energy(lambda x: (x[0] - x[1]) ** 2, {"x": 2})
+    with pytest.raises(pyebm.InferenceError, match="not positive definite|did not converge"):
+        pyebm.infer(model, method="laplace", seed=0, progress=False)
