@@ -67,8 +67,11 @@ def check_beta(beta: float | torch.Tensor, *, allow_zero: bool = True, allow_inf
     return beta
 
 
-def check_energy(value: torch.Tensor, *, name: str, expected_shape: torch.Size | tuple | None = None) -> torch.Tensor:
-    """Validate the value of an energy: a real floating tensor, finite, of the expected shape."""
+def check_energy(
+    value: torch.Tensor, *, name: str, expected_shape: torch.Size | tuple | None = None, finite: bool = True
+) -> torch.Tensor:
+    """Validate the value of an energy: a real floating tensor of the expected shape, finite unless
+    ``finite=False`` (inside MCMC, where a non-finite energy is a rejected, divergent proposal)."""
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"energy '{name}' must be a torch.Tensor, got {type(value).__name__}; "
@@ -83,7 +86,7 @@ def check_energy(value: torch.Tensor, *, name: str, expected_shape: torch.Size |
             f"energy '{name}' has shape {tuple(value.shape)} where {what} is due (the batch shape of the site). "
             "Reduce per-element energies with .sum(-1) over event dimensions, or wrap batch dimensions in pyro.plate."
         )
-    if not bool(torch.isfinite(value).all()):
+    if finite and not bool(torch.isfinite(value).all()):
         bad = "NaN" if bool(torch.isnan(value).any()) else "infinite"
         raise NonFiniteEnergyError(
             f"energy '{name}' is {bad} at the current configuration. Check the energy for log(0), division by "

@@ -12,7 +12,8 @@ builds a whole model from an energy and a dict of site shapes.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from numbers import Real
 from typing import Union
 
@@ -30,6 +31,24 @@ __all__ = ["Energy", "energy_factor", "model_from_energy", "EnergyModel", "flat_
 ENERGY_FACTOR_KEY = "pyebm_energy_factor"
 
 Shape = Union[int, tuple, torch.Size]
+
+_require_finite = True
+
+
+@contextmanager
+def sampler_semantics() -> Iterator[None]:
+    """Within the block, a non-finite energy is not an error but zero density.
+
+    HMC/NUTS probe extreme points while adapting their step size; an energy that overflows there
+    makes the proposal diverge and be rejected, which the sampler counts and pyebm reports. Type
+    and shape checks stay on. Restored on exit.
+    """
+    global _require_finite
+    previous, _require_finite = _require_finite, False
+    try:
+        yield
+    finally:
+        _require_finite = previous
 
 
 class Energy(nn.Module):
@@ -157,16 +176,17 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
     Raises
     ------
     TypeError, ValueError
-        For a non-tensor, non-real, non-finite or mis-shaped energy, or a bad β.
+        For a non-tensor, non-real, non-finite or mis-shaped energy, or a bad β. (Inside HMC/NUTS
+        a non-finite energy is a rejected proposal instead, counted as a divergence.)
     """
     beta = check_beta(beta)
-    check_energy(energy, name=name)
+    check_energy(energy, name=name, finite=_require_finite)
     expected = _plate_shape()
     got = tuple(energy.shape)
     while got and got[0] == 1:
         got = got[1:]
     if got != expected:
-        check_energy(energy, name=name, expected_shape=expected)  # raises with the standard message
+        check_energy(energy, name=name, expected_shape=expected, finite=False)  # raises the shape message
     unit = dist.Unit(-beta * energy)
     pyro.sample(
         name,

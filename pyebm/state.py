@@ -41,11 +41,13 @@ def seeded(seed: int) -> Iterator[None]:
 
 
 @contextmanager
-def isolated_param_store() -> Iterator[None]:
-    """Run the block on an empty Pyro param store, then put the caller's parameters back."""
+def isolated_param_store(state: dict | None = None) -> Iterator[None]:
+    """Run the block on an empty Pyro param store (or one holding ``state``), then put the caller's back."""
     store = pyro.get_param_store()
     saved = store.get_state()
     store.clear()
+    if state is not None:
+        store.set_state(state)
     try:
         yield
     finally:

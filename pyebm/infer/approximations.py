@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pyro.poutine as poutine
 import torch
 
+from ..state import isolated_param_store
 from .space import LatentSpace
 
 __all__ = ["PointMass", "UnconstrainedGaussian", "Draws", "GuideDraws"]
@@ -105,16 +106,17 @@ class Draws:
 
 
 class GuideDraws:
-    """A user-supplied Pyro guide: draws come from running it; moments from a fixed-seed batch."""
+    """A user-supplied Pyro guide: draws come from running it on its trained parameters
+    (``params``, a param-store state), moments from a fixed-seed batch."""
 
     num_moment_draws = 4000
 
-    def __init__(self, guide: Callable, names: list[str], args: tuple, kwargs: dict):
-        self.guide, self.names, self.args, self.kwargs = guide, names, args, kwargs
+    def __init__(self, guide: Callable, names: list[str], args: tuple, kwargs: dict, params: dict):
+        self.guide, self.names, self.args, self.kwargs, self.params = guide, names, args, kwargs, params
 
     def sample(self, n: int) -> dict[str, torch.Tensor]:
         out: dict[str, list] = {k: [] for k in self.names}
-        with torch.no_grad():
+        with torch.no_grad(), isolated_param_store(self.params):
             for _ in range(n):
                 trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
                 for k in self.names:

@@ -13,7 +13,8 @@ from pyro.infer import MCMC
 from pyro.infer import NUTS as PyroNUTS
 from pyro.infer.autoguide.initialization import init_to_uniform
 
-from ..diagnostics import ConvergenceWarning, InferenceError, NonFiniteEnergyError, ess_bulk, split_rhat
+from ..diagnostics import ConvergenceWarning, InferenceError, ess_bulk, split_rhat
+from ..energy import sampler_semantics
 from .approximations import Draws
 from .registry import Method, register
 from .result import Posterior, _element_labels
@@ -49,19 +50,18 @@ class _MCMC(Method):
                 kernel = self.kernel(None, potential_fn)
                 start = space.init if self.init is not None else torch.rand(space.dim, dtype=space.dtype) * 4 - 2
                 initial = space.unpack(start)
+                if not torch.isfinite(potential_fn(initial)):
+                    raise ValueError(
+                        f"{self.name.upper()}: the energy is not finite at the starting point of chain {chain} "
+                        f"({space.constrain(start)}); pass `init` where it is finite."
+                    )
             mcmc = MCMC(kernel, num_samples=self.num_samples, warmup_steps=self.warmup_steps,
                         num_chains=1, disable_progbar=not progress, initial_params=initial)
-            try:
-                with warnings.catch_warnings():
-                    if self.jit_compile:  # torch.jit's deprecation notice says nothing the user can act on
-                        warnings.filterwarnings("ignore", category=DeprecationWarning)
-                        warnings.filterwarnings("ignore", message=".*torch.jit.*")
-                    mcmc.run(*args, **kwargs)
-            except NonFiniteEnergyError as err:
-                raise InferenceError(
-                    f"{self.name.upper()}: chain {chain} reached a configuration where the energy is not finite: "
-                    f"{err}"
-                ) from err
+            with warnings.catch_warnings(), sampler_semantics():
+                if self.jit_compile:  # torch.jit's deprecation notice says nothing the user can act on
+                    warnings.filterwarnings("ignore", category=DeprecationWarning)
+                    warnings.filterwarnings("ignore", message=".*torch.jit.*")
+                mcmc.run(*args, **kwargs)
             samples = mcmc.get_samples()
             if direct is not None:  # the potential_fn path returns unconstrained draws
                 samples = {k: transforms[k](v) for k, v in samples.items()}

@@ -143,7 +143,7 @@ def direct_potential(model: Callable, args: tuple, kwargs: dict):
     Returns ``(potential_fn, transforms)`` in the form Pyro's HMC/NUTS take (a function of a dict of
     unconstrained values, Jacobian included), or ``None`` when the model is anything else or runs
     under effect handlers (``temper``, ``condition``, ...), whose effects only the traced path sees.
-    The energy is validated exactly as :func:`pyebm.energy_factor` does.
+    The energy is validated as :func:`pyebm.energy_factor` does under ``sampler_semantics``.
     """
     from pyro.poutine.runtime import _PYRO_STACK
 
@@ -165,7 +165,7 @@ def direct_potential(model: Callable, args: tuple, kwargs: dict):
             if not flat[name]:
                 total = total - model.prior[name].log_prob(x)
         e = model.energy(*values.values(), **kwargs) if model._positional else model.energy(**values, **kwargs)
-        check_energy(e, name="energy", expected_shape=())
+        check_energy(e, name="energy", expected_shape=(), finite=False)
         return total + e
 
     return potential_fn, transforms

@@ -68,19 +68,19 @@ class SVI(Method):
     init_scale: float = 0.1
     init: dict | Callable | None = None
 
-    def _make_guide(self, model, space: LatentSpace):
+    def _make_guide(self, model, space: LatentSpace) -> tuple[Callable, str]:
         if callable(self.guide) and not isinstance(self.guide, str):
-            return self.guide
+            return self.guide, getattr(self.guide, "__name__", type(self.guide).__name__)
         name = self.guide
         if name == "auto":
             name = "multivariate_normal" if space.dim <= FULL_RANK_MAX_DIM else "normal"
         if name not in GUIDES:
             raise ValueError(f"unknown guide {self.guide!r}; choose 'auto', {sorted(GUIDES)} or pass a Pyro guide.")
-        return GUIDES[name](model, init_loc_fn=_init_strategy(self.init), init_scale=self.init_scale)
+        return GUIDES[name](model, init_loc_fn=_init_strategy(self.init), init_scale=self.init_scale), name
 
     def run(self, model, args, kwargs, progress: bool) -> Posterior:
         space = LatentSpace(model, args, kwargs, self.init)
-        guide = self._make_guide(model, space)
+        guide, guide_name = self._make_guide(model, space)
         optim = self.optimizer or pyro.optim.ClippedAdam(
             {"lr": self.lr, "lrd": self.lr_decay ** (1.0 / max(self.steps, 1))}
         )
@@ -102,7 +102,7 @@ class SVI(Method):
                 if step % 50 == 0:
                     bar.set_postfix(elbo=f"{-loss:.4g}")
         tail = losses[-max(1, len(losses) // 10) :]
-        diagnostics = {"elbo": [-x for x in losses], "final_elbo": -sum(tail) / len(tail)}
+        diagnostics = {"elbo": [-x for x in losses], "final_elbo": -sum(tail) / len(tail), "guide": guide_name}
         site_shapes = {s.name: s.shape for s in space.sites}
         if isinstance(guide, AutoContinuous) and list(guide._unconstrained_shapes) == space.names():
             q = guide.get_posterior()
@@ -112,5 +112,5 @@ class SVI(Method):
                 loc, scale_tril = q.mean, torch.diag(q.stddev)
             approximation = UnconstrainedGaussian(space, loc.detach(), scale_tril.detach())
         else:
-            approximation = GuideDraws(guide, space.names(), args, kwargs)
+            approximation = GuideDraws(guide, space.names(), args, kwargs, pyro.get_param_store().get_state())
         return Posterior("svi", approximation, site_shapes=site_shapes, diagnostics=diagnostics)
