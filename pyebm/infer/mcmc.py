@@ -76,8 +76,10 @@ class _MCMC(Method):
         for c in range(self.num_chains):
             if all(bool((v[c] == v[c, :1]).all()) for v in draws.values()):
                 raise InferenceError(
-                    f"{self.name.upper()}: chain {c} never moved: every proposal was rejected. The energy is "
-                    "probably non-finite or extremely steep around the start; check it there, or pass `init`."
+                    f"{self.name.upper()}: chain {c} never moved: every proposal was rejected "
+                    f"({len(divergences[c])} of {self.num_samples} diverged). Either the step-size adaptation did "
+                    f"not settle (warmup_steps={self.warmup_steps}; Pyro's schedule wants a few hundred), or the "
+                    "energy is non-finite or extremely steep around the start: check it there, or pass `init`."
                 )
         diverging = np.zeros((self.num_chains, self.num_samples), dtype=bool)
         for c, idx in enumerate(divergences):
