@@ -3,7 +3,8 @@ r"""A zoo of reference energies with known answers.
 Each energy :math:`E` defines the Gibbs density :math:`p_\beta(x) = \exp(-\beta E(x)) / Z(\beta)` and
 knows its exact :math:`\log Z(\beta)`, mean and covariance, in closed form where there is one and
 otherwise by quadrature (1-D) or on a grid (2-D), accurate to far below any Monte Carlo error.
-Inputs have shape ``(*batch, dim)``; energies have shape ``batch``.
+Inputs have shape ``(*batch, dim)``; energies have shape ``batch``. Reference answers (means,
+covariances) are float64 wherever they are computed rather than stored.
 """
 
 from __future__ import annotations
@@ -212,10 +213,10 @@ class Banana(ReferenceEnergy):
         return math.log(2 * math.pi * self.s / beta)
 
     def mean(self, beta: float = 1.0) -> torch.Tensor:
-        return _t([0.0, self.b * self.s**2 * (1 / beta - 1)])
+        return _t([0.0, self.b * self.s**2 * (1 / beta - 1)], torch.float64)
 
     def covariance(self, beta: float = 1.0) -> torch.Tensor:
-        return torch.diag(_t([self.s**2 / beta, 1 / beta + 2 * self.b**2 * self.s**4 / beta**2]))
+        return torch.diag(_t([self.s**2 / beta, 1 / beta + 2 * self.b**2 * self.s**4 / beta**2], torch.float64))
 
 
 class DoubleWell(ReferenceEnergy):
@@ -247,10 +248,10 @@ class DoubleWell(ReferenceEnergy):
         return self.dim * self._one_d(beta).log_normalizer
 
     def mean(self, beta: float = 1.0) -> torch.Tensor:
-        return torch.zeros(self.dim)
+        return torch.zeros(self.dim, dtype=torch.float64)
 
     def covariance(self, beta: float = 1.0) -> torch.Tensor:
-        return float(self._one_d(beta).covariance()) * torch.eye(self.dim)
+        return float(self._one_d(beta).covariance()) * torch.eye(self.dim, dtype=torch.float64)
 
 
 class Ring(ReferenceEnergy):
@@ -284,13 +285,13 @@ class Ring(ReferenceEnergy):
         return math.log(2 * math.pi * (s**2 * math.exp(-(r**2) / (2 * s**2)) + r * s * math.sqrt(2 * math.pi) * phi))
 
     def mean(self, beta: float = 1.0) -> torch.Tensor:
-        return torch.zeros(2)
+        return torch.zeros(2, dtype=torch.float64)
 
     def covariance(self, beta: float = 1.0) -> torch.Tensor:
         rho = torch.linspace(0, self.bounds_for(beta)[0][1], 200001, dtype=torch.float64)
         w = rho * torch.exp(-beta * (rho - self.radius) ** 2 / (2 * self.width**2))
         second = float(torch.trapezoid(w * rho**2, rho) / torch.trapezoid(w, rho))
-        return 0.5 * second * torch.eye(2)
+        return 0.5 * second * torch.eye(2, dtype=torch.float64)
 
 
 class Funnel(ReferenceEnergy):
@@ -333,14 +334,14 @@ class Funnel(ReferenceEnergy):
                 + c**2 * s2 / (2 * beta))
 
     def mean(self, beta: float = 1.0) -> torch.Tensor:
-        m = torch.zeros(self.dim)
+        m = torch.zeros(self.dim, dtype=torch.float64)
         m[0] = self._v(beta)[0]
         return m
 
     def covariance(self, beta: float = 1.0) -> torch.Tensor:
         m, sd = self._v(beta)
         var_x = math.exp(m + sd**2 / 2) / beta
-        return torch.diag(_t([sd**2] + [var_x] * (self.dim - 1)))
+        return torch.diag(_t([sd**2] + [var_x] * (self.dim - 1), torch.float64))
 
 
 class GaussianMixture(ReferenceEnergy):

@@ -12,7 +12,7 @@ import pyro.optim
 import torch
 from pyro.infer import Trace_ELBO
 from pyro.infer.autoguide import AutoContinuous, AutoDiagonalNormal, AutoMultivariateNormal
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..diagnostics import InferenceError, NonFiniteEnergyError
 from .approximations import GuideDraws, UnconstrainedGaussian

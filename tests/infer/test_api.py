@@ -5,10 +5,11 @@ import numpy as np
 import pyro
 import pytest
 import torch
-from conftest import gaussian_2d
 
 import pyebm
 from pyebm.infer.registry import METHODS
+
+from conftest import gaussian_2d
 
 # One contract, every registered method, the same exact model: a 2-D Gaussian energy, flat prior.
 # Each method states how close it must be: deterministic methods to optimiser tolerance, SVI to its

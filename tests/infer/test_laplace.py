@@ -3,9 +3,10 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import gaussian_2d
 
 import pyebm
+
+from conftest import gaussian_2d
 
 
 @pytest.mark.parametrize("beta", [1.0, 0.3, 4.0])

@@ -1,9 +1,10 @@
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import gaussian_2d
 
 import pyebm
+
+from conftest import gaussian_2d
 
 
 def test_map_mode_is_the_gaussian_mean(float64):

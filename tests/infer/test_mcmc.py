@@ -5,9 +5,10 @@ import warnings
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import gaussian_2d
 
 import pyebm
+
+from conftest import gaussian_2d
 
 mcmc = sys.modules["pyebm.infer.mcmc"]
 

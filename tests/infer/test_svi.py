@@ -2,9 +2,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import gaussian_2d
 
 import pyebm
+
+from conftest import gaussian_2d
 
 # Tolerance: with the learning rate decayed to 1% of its start, the final iterates jitter at the
 # stochastic-gradient noise floor; over 5 seeds the worst error seen was 0.034 sd, so 0.1 sd is
