@@ -10,11 +10,12 @@ from .diagnostics import ConvergenceWarning, InferenceError
 from .energy import Energy, energy_factor, model_from_energy
 from .handlers import temper
 from .infer import HMC, MAP, NUTS, SVI, Laplace, Posterior, compare, infer
+from .latent import free_energy, profile
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Energy", "energy_factor", "model_from_energy", "temper",
     "infer", "MAP", "Laplace", "SVI", "NUTS", "HMC", "Posterior", "compare",
-    "InferenceError", "ConvergenceWarning", "energies", "plot",
+    "free_energy", "profile", "InferenceError", "ConvergenceWarning", "energies", "plot",
 ]

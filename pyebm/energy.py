@@ -237,7 +237,7 @@ class EnergyModel:
         for name, shape in self.sites.items():
             d = prior.get(name)
             if d is None:
-                d = flat_prior(shape, _energy_dtype(energy))
+                d = flat_prior(shape, energy_dtype(energy))
             elif not isinstance(d, dist.Distribution):
                 raise TypeError(f"prior['{name}'] must be a pyro distribution, got {type(d).__name__}.")
             elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
@@ -264,7 +264,7 @@ class EnergyModel:
         return f"EnergyModel({self.energy!r}, sites={{{sites}}})"
 
 
-def _energy_dtype(energy: Callable) -> torch.dtype:
+def energy_dtype(energy: Callable) -> torch.dtype:
     """The floating dtype of a module energy's parameters/buffers, else torch's default."""
     if isinstance(energy, nn.Module):
         for t in list(energy.parameters()) + list(energy.buffers()):

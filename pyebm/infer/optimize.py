@@ -72,12 +72,12 @@ def minimize(
     def closure() -> torch.Tensor:
         nonlocal evaluations
         evaluations += 1
-        opt.zero_grad()
         value = fn(u)
         if not torch.isfinite(value):
             return value  # the line search backs off; the check below reports it if it persists
-        value.backward()
-        return value
+        # gradient with respect to u only: parameters inside the energy must not accumulate .grad
+        (u.grad,) = torch.autograd.grad(value, u)
+        return value.detach()
 
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
@@ -122,7 +122,9 @@ def minimize(
                 converged = True
                 break
             if optimizer == "lbfgs" and len(history) > 3 and history[-1] == history[-2] == history[-3]:
-                break  # the line search can make no progress: stop and report below
+                # the line search can make no progress: converged if the gradient is at round-off level
+                converged = grad_norm <= _ROUNDOFF[u0.dtype == torch.float64] * max(1.0, abs(energy))
+                break
     finally:
         bar.close()
     result = OptimResult(u.detach(), energy, grad_norm, it, evaluations, converged, history)
@@ -137,6 +139,9 @@ def minimize(
         )
     return result
 
+
+#: gradient (relative to max(1, |E|)) below which a stalled line search counts as converged: (float32, float64)
+_ROUNDOFF = (1e-3, 1e-7)
 
 #: parameters a million times farther out than they started, with the energy below its start: a runaway
 _RUNAWAY = 1e6
