@@ -71,7 +71,7 @@ def free_energy(
 
     Gradients with respect to the energy's parameters are exact: at the minimum, the envelope theorem for
     :math:`E(z^*)`, and implicit differentiation (one Newton step from the detached minimiser) for the
-    curvature term.
+    curvature term. Under ``torch.no_grad()`` the result is returned detached.
 
     Examples
     --------
@@ -85,7 +85,12 @@ def free_energy(
     if isinstance(z, torch.Tensor):
         return _discrete(energy, z, beta, return_details)
     if isinstance(z, Mapping):
-        return _continuous(energy, dict(z), beta, method, num_samples, init, steps, tol, seed, return_details)
+        grad_wanted = torch.is_grad_enabled()
+        with torch.enable_grad():  # the minimisation and the curvature need autograd in any case
+            out = _continuous(energy, dict(z), beta, method, num_samples, init, steps, tol, seed, return_details)
+        if grad_wanted:
+            return out
+        return (out[0].detach(), out[1]) if return_details else out.detach()
     raise TypeError(f"z must be a tensor of support points or a dict of latent shapes, got {type(z).__name__}.")
 
 
@@ -142,9 +147,8 @@ def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed
         start = torch.cat([torch.as_tensor(init[k], dtype=dtype).expand(batch + s).reshape(batch + (-1,))
                            for k, s in shapes.items()], -1)
     tol = (1e-9 if dtype == torch.float64 else 1e-4) if tol is None else tol
-    with torch.enable_grad():
-        res = minimize(lambda u: batched(u.reshape(batch + (d,))).sum(), start.reshape(-1).detach(), steps=steps,
-                       tol=tol, desc="free energy (minimisation)")
+    res = minimize(lambda u: batched(u.reshape(batch + (d,))).sum(), start.reshape(-1).detach(), steps=steps,
+                   tol=tol, desc="free energy (minimisation)")
     u_star = res.u.reshape(batch + (d,)).detach()
     info_out = {"z_star": unpack(u_star)}
     u_tilde, H = _newton_point(batched, u_star)

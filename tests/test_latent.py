@@ -193,3 +193,11 @@ def test_profile_bad_sites():
         pyebm.infer(pyebm.profile(positive, "s"), method="map", progress=False)
     with pytest.raises(ValueError, match="beta > 0"):
         pyebm.profile(hierarchical, "z", beta=0.0)
+
+
+def test_no_grad_mode_returns_a_detached_free_energy(float64):
+    a = torch.tensor(2.0, requires_grad=True)
+    with torch.no_grad():
+        f = pyebm.free_energy(lambda z: a * (z - 1) ** 2 + 0.1 * z**4, {"z": ()}, 1.0)
+    assert not f.requires_grad
+    assert pyebm.free_energy(lambda z: a * (z - 1) ** 2 + 0.1 * z**4, {"z": ()}, 1.0).requires_grad

@@ -17,6 +17,8 @@ and shows what each rung adds."""),
     code("""import os
 import warnings
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch

@@ -87,7 +87,7 @@ def minimize(
     else:
         opt = torch.optim.Adam([u], lr=0.05 if lr is None else lr)
 
-    start_energy = float(fn(u0.detach()))
+    start_energy = float(fn(u0.detach()).detach())
     start_norm = float(u0.norm())
     history, grad_norms = [start_energy], []
     converged = False
