@@ -15,7 +15,7 @@ from pyro.infer.autoguide.initialization import init_to_uniform
 
 from ..diagnostics import ConvergenceWarning, InferenceError, ess_bulk, split_rhat
 from ..energy import sampler_semantics
-from .approximations import Draws
+from .approximations import Draws, to_numpy
 from .registry import Method, register
 from .result import Posterior, _element_labels
 from .space import LatentSpace, _init_strategy, direct_potential
@@ -73,44 +73,54 @@ class _MCMC(Method):
         return self._posterior(draws, divergences, accept)
 
     def _posterior(self, draws: dict, divergences: list, accept: list) -> Posterior:
-        for c in range(self.num_chains):
-            if all(bool((v[c] == v[c, :1]).all()) for v in draws.values()):
-                raise InferenceError(
-                    f"{self.name.upper()}: chain {c} never moved: every proposal was rejected "
-                    f"({len(divergences[c])} of {self.num_samples} diverged). Either the step-size adaptation did "
-                    f"not settle (warmup_steps={self.warmup_steps}; Pyro's schedule wants a few hundred), or the "
-                    "energy is non-finite or extremely steep around the start: check it there, or pass `init`."
-                )
-        diverging = np.zeros((self.num_chains, self.num_samples), dtype=bool)
-        for c, idx in enumerate(divergences):
-            diverging[c, idx] = True
-        rhat, ess = {}, {}
-        for name, v in draws.items():
-            flat = v.reshape(v.shape[0], v.shape[1], -1)
-            for j, label in enumerate(_element_labels(name, tuple(v.shape[2:]))):
-                rhat[label], ess[label] = split_rhat(flat[..., j]), ess_bulk(flat[..., j])
-        n_div = int(diverging.sum())
-        if n_div:
-            warnings.warn(
-                f"{self.name.upper()}: {n_div} divergent transitions after warmup "
-                f"({n_div / diverging.size:.1%} of draws): the sampler could not follow the energy's geometry "
-                "(a funnel, a hard wall). Raise target_accept (e.g. 0.95) or reparametrise.",
-                ConvergenceWarning, stacklevel=4,
+        return posterior_from_draws(self.name, draws, divergences, accept)
+
+
+def posterior_from_draws(method: str, draws: dict, divergences: list, accept: list) -> Posterior:
+    """A Posterior from MCMC draws ``{site: (chain, draw, *shape)}`` (torch or JAX arrays), with r_hat,
+    bulk-ESS and divergences checked: a chain that never moved is an InferenceError; r_hat > 1.01 or any
+    divergence a ConvergenceWarning. Shared by both backends."""
+    arrays = {k: to_numpy(v) for k, v in draws.items()}
+    num_chains, num_samples = next(iter(arrays.values())).shape[:2]
+    label = method.upper()
+    for c in range(num_chains):
+        if all(bool((v[c] == v[c, :1]).all()) for v in arrays.values()):
+            raise InferenceError(
+                f"{label}: chain {c} never moved: every proposal was rejected "
+                f"({len(divergences[c])} of {num_samples} diverged). Either the step-size adaptation did "
+                "not settle (raise warmup_steps; Pyro's schedule wants a few hundred), or the "
+                "energy is non-finite or extremely steep around the start: check it there, or pass `init`."
             )
-        bad = {k: r for k, r in rhat.items() if r > RHAT_THRESHOLD}
-        if bad:
-            worst = max(bad, key=bad.get)
-            warnings.warn(
-                f"{self.name.upper()}: r_hat > {RHAT_THRESHOLD} for {len(bad)} element(s), worst {worst} = "
-                f"{bad[worst]:.3f}: the chains disagree. Run longer (warmup_steps, num_samples), use more chains, "
-                "or check for several modes.", ConvergenceWarning, stacklevel=4,
-            )
-        diagnostics = {
-            "divergences": divergences, "num_divergences": n_div, "acceptance_rate": accept,
-            "r_hat": rhat, "ess_bulk": ess, "sample_stats": {"diverging": diverging},
-        }
-        return Posterior(self.name, Draws(draws), site_shapes={k: v.shape[2:] for k, v in draws.items()},
-                         diagnostics=diagnostics)
+    diverging = np.zeros((num_chains, num_samples), dtype=bool)
+    for c, idx in enumerate(divergences):
+        diverging[c, np.asarray(idx, dtype=int)] = True
+    rhat, ess = {}, {}
+    for name, v in arrays.items():
+        flat = v.reshape(v.shape[0], v.shape[1], -1)
+        for j, el in enumerate(_element_labels(name, tuple(v.shape[2:]))):
+            rhat[el], ess[el] = split_rhat(flat[..., j]), ess_bulk(flat[..., j])
+    n_div = int(diverging.sum())
+    if n_div:
+        warnings.warn(
+            f"{label}: {n_div} divergent transitions after warmup "
+            f"({n_div / diverging.size:.1%} of draws): the sampler could not follow the energy's geometry "
+            "(a funnel, a hard wall). Raise target_accept (e.g. 0.95) or reparametrise.",
+            ConvergenceWarning, stacklevel=4,
+        )
+    bad = {k: r for k, r in rhat.items() if r > RHAT_THRESHOLD}
+    if bad:
+        worst = max(bad, key=bad.get)
+        warnings.warn(
+            f"{label}: r_hat > {RHAT_THRESHOLD} for {len(bad)} element(s), worst {worst} = "
+            f"{bad[worst]:.3f}: the chains disagree. Run longer (warmup_steps, num_samples), use more chains, "
+            "or check for several modes.", ConvergenceWarning, stacklevel=4,
+        )
+    diagnostics = {
+        "divergences": divergences, "num_divergences": n_div, "acceptance_rate": accept,
+        "r_hat": rhat, "ess_bulk": ess, "sample_stats": {"diverging": diverging},
+    }
+    return Posterior(method, Draws(draws), site_shapes={k: tuple(v.shape[2:]) for k, v in draws.items()},
+                     diagnostics=diagnostics)
 
 
 def _init(init) -> Callable:

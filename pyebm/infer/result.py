@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from ..diagnostics import ess_bulk, split_rhat
-from ..state import resolve_seed, seeded
-from .approximations import Draws
+from ..state import resolve_seed
+from .approximations import Draws, to_numpy
 
 __all__ = ["Posterior", "compare", "to_arviz_data"]
 
@@ -70,8 +70,7 @@ class Posterior:
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}.")
-        with seeded(resolve_seed(seed)), torch.no_grad():
-            return self.approximation.sample(n)
+        return self.approximation.sample(n, resolve_seed(seed))
 
     def mean(self) -> dict[str, torch.Tensor]:
         """Posterior mean per site (MAP: the point)."""
@@ -85,8 +84,8 @@ class Posterior:
     def _chains(self, num_samples: int, seed: int) -> dict[str, np.ndarray]:
         """Draws shaped (chain, draw, *shape) as numpy: MCMC chains as they are, else one chain."""
         if self.is_mcmc:
-            return {k: v.numpy() for k, v in self.approximation.draws.items()}
-        return {k: v.unsqueeze(0).numpy() for k, v in self.sample(num_samples, seed=seed).items()}
+            return {k: to_numpy(v) for k, v in self.approximation.draws.items()}
+        return {k: to_numpy(v)[None] for k, v in self.sample(num_samples, seed=seed).items()}
 
     def to_arviz(self, num_samples: int = 1000, seed: int = 0):
         """ArviZ data: a ``posterior`` group (and ``sample_stats`` for MCMC) with dims ``chain, draw``.
@@ -113,7 +112,7 @@ class Posterior:
         lo_name, hi_name = f"hdi_{(1 - hdi_prob) / 2:.0%}", f"hdi_{(1 + hdi_prob) / 2:.0%}"
         rows = {}
         for name, x in chains.items():
-            m, s = means[name].reshape(-1), stds[name].reshape(-1)
+            m, s = to_numpy(means[name]).reshape(-1), to_numpy(stds[name]).reshape(-1)
             flat = x.reshape(x.shape[0], x.shape[1], -1)
             for j, label in enumerate(_element_labels(name, x.shape[2:])):
                 row = {"mean": float(m[j]), "sd": float(s[j])}
@@ -184,8 +183,8 @@ def compare(*posteriors: Posterior, labels: list[str] | None = None):
         means, stds = p.mean(), p.std()
         for name, shape in p.site_shapes.items():
             for j, el in enumerate(_element_labels(name, tuple(shape))):
-                col[(el, "mean")] = float(means[name].reshape(-1)[j])
-                col[(el, "sd")] = float(stds[name].reshape(-1)[j])
+                col[(el, "mean")] = float(to_numpy(means[name]).reshape(-1)[j])
+                col[(el, "sd")] = float(to_numpy(stds[name]).reshape(-1)[j])
         col[("log_evidence", "")] = np.nan if p.log_evidence is None else float(p.log_evidence)
         col[("wall_time", "s")] = float(p.wall_time)
         columns[label] = col
