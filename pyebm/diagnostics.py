@@ -97,25 +97,23 @@ def check_energy(
     return value
 
 
-def _rank_normalize(x: torch.Tensor) -> torch.Tensor:
-    """Rank-normalise draws of shape (chain, draw) jointly over all chains (Vehtari et al. 2021)."""
-    flat = x.reshape(-1)
-    ranks = torch.empty_like(flat, dtype=torch.float64)
-    ranks[flat.argsort()] = torch.arange(1, flat.numel() + 1, dtype=torch.float64)
-    # average ranks of ties so constant chains do not look mixed
-    _, inverse = torch.unique(flat, return_inverse=True)
-    ranks = torch.zeros_like(ranks).index_add_(0, inverse, ranks)[inverse] / torch.bincount(inverse)[inverse]
-    z = torch.special.ndtri((ranks - 0.375) / (flat.numel() + 0.25))
-    return z.reshape(x.shape)
+def _rank_normalize(x: np.ndarray) -> np.ndarray:
+    """Rank-normalise draws (chain, draw, k) jointly over chains and draws, per column (Vehtari et al. 2021)."""
+    from scipy.special import ndtri
+    from scipy.stats import rankdata
+
+    flat = x.reshape(-1, x.shape[-1])
+    ranks = rankdata(flat, axis=0, method="average")  # ties share their average rank
+    return ndtri((ranks - 0.375) / (flat.shape[0] + 0.25)).reshape(x.shape)
 
 
-def _split(x: torch.Tensor) -> torch.Tensor:
+def _split(x: np.ndarray) -> np.ndarray:
     half = x.shape[1] // 2
-    return torch.cat([x[:, :half], x[:, x.shape[1] - half :]], dim=0)
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
 
 
 def _autocovariance(x: np.ndarray) -> np.ndarray:
-    """Biased autocovariance of each chain (rows) at every lag, by FFT."""
+    """Biased autocovariance of each chain at every lag, by FFT along the draw axis (axis 1)."""
     n = x.shape[1]
     centred = x - x.mean(axis=1, keepdims=True)
     size = 2 ** int(np.ceil(np.log2(2 * n)))
@@ -123,18 +121,17 @@ def _autocovariance(x: np.ndarray) -> np.ndarray:
     return np.fft.irfft(f * np.conj(f), n=size, axis=1)[:, :n] / n
 
 
-def _ess(x: np.ndarray) -> float:
-    r"""Effective sample size of draws (chain, draw) with Geyer's initial monotone sequence.
+def _ess(acov: np.ndarray, chain_means: np.ndarray, n: int) -> float:
+    r"""Effective sample size of one column from its per-chain autocovariances, Geyer's initial monotone sequence.
 
     :math:`\text{ESS} = CN / \hat\tau`, :math:`\hat\tau = -1 + 2\sum_t \hat\rho_t`, the
     autocorrelations :math:`\hat\rho_t` pooled over chains against the between-and-within variance
     :math:`\widehat{\text{var}}^+` and summed in pairs while positive and non-increasing
     (Geyer 1992; the convention of Stan and ArviZ).
     """
-    chains, n = x.shape
-    acov = _autocovariance(x)
+    chains = acov.shape[0]
     within = acov[:, 0].mean() * n / (n - 1.0)
-    var_plus = within * (n - 1.0) / n + (x.mean(axis=1).var(ddof=1) if chains > 1 else 0.0)
+    var_plus = within * (n - 1.0) / n + (chain_means.var(ddof=1) if chains > 1 else 0.0)
     rho = np.zeros(n)
     rho[0] = 1.0
     even, odd = 1.0, 1.0 - (within - acov[:, 1].mean()) / var_plus
@@ -159,21 +156,41 @@ def _ess(x: np.ndarray) -> float:
     return float(total / max(tau, 1.0 / np.log10(total)))
 
 
-def ess_bulk(x: torch.Tensor) -> float:
-    """Bulk effective sample size of draws shaped (chain, draw): rank-normalised split chains."""
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.shape[1] < 4 or float(x.std()) == 0.0:
-        return float("nan")
-    return _ess(_split(_rank_normalize(x)).numpy())
+def _rhat(x: np.ndarray) -> np.ndarray:
+    """Gelman-Rubin R-hat per column of (chain, draw, k)."""
+    n = x.shape[1]
+    within = x.var(axis=1, ddof=1).mean(axis=0)
+    between = n * x.mean(axis=1).var(axis=0, ddof=1)
+    return np.sqrt((between / within + n - 1) / n)
 
 
-def split_rhat(x: torch.Tensor) -> float:
-    """Rank-normalised split-R̂ of draws shaped (chain, draw): max of bulk and folded (tail) R̂."""
-    from pyro.ops.stats import split_gelman_rubin
+def _as_columns(x) -> np.ndarray:
+    x = np.array(x, dtype=np.float64)
+    return x[..., None] if x.ndim == 2 else x.reshape(x.shape[0], x.shape[1], -1)
 
-    x = torch.as_tensor(x, dtype=torch.float64)
-    if x.shape[1] < 4 or float(x.std()) == 0.0:
-        return float("nan")
-    bulk = split_gelman_rubin(_rank_normalize(x), chain_dim=0, sample_dim=1)
-    folded = split_gelman_rubin(_rank_normalize((x - x.median()).abs()), chain_dim=0, sample_dim=1)
-    return float(torch.maximum(bulk, folded))
+
+def ess_bulk(x) -> np.ndarray | float:
+    """Bulk effective sample size of draws (chain, draw) or, per column, (chain, draw, k): rank-normalised
+    split chains. NaN for constant or too-short columns."""
+    cols = _as_columns(x)
+    out = np.full(cols.shape[-1], np.nan)
+    ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
+    if ok.any():
+        z = _split(_rank_normalize(cols[..., ok]))
+        acov = _autocovariance(z)
+        means = z.mean(axis=1)
+        out[ok] = [_ess(acov[..., j], means[:, j], z.shape[1]) for j in range(z.shape[-1])]
+    return float(out[0]) if np.ndim(x) == 2 else out
+
+
+def split_rhat(x) -> np.ndarray | float:
+    """Rank-normalised split-R-hat of draws (chain, draw) or per column of (chain, draw, k): the max of the
+    bulk and the folded (tail) R-hat. NaN for constant or too-short columns."""
+    cols = _as_columns(x)
+    out = np.full(cols.shape[-1], np.nan)
+    ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
+    if ok.any():
+        c = cols[..., ok]
+        folded = np.abs(c - np.median(c.reshape(-1, c.shape[-1]), axis=0))
+        out[ok] = np.maximum(_rhat(_split(_rank_normalize(c))), _rhat(_split(_rank_normalize(folded))))
+    return float(out[0]) if np.ndim(x) == 2 else out

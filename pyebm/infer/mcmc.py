@@ -97,8 +97,9 @@ def posterior_from_draws(method: str, draws: dict, divergences: list, accept: li
     rhat, ess = {}, {}
     for name, v in arrays.items():
         flat = v.reshape(v.shape[0], v.shape[1], -1)
-        for j, el in enumerate(_element_labels(name, tuple(v.shape[2:]))):
-            rhat[el], ess[el] = split_rhat(flat[..., j]), ess_bulk(flat[..., j])
+        labels = _element_labels(name, tuple(v.shape[2:]))
+        rhat.update(zip(labels, split_rhat(flat).tolist()))
+        ess.update(zip(labels, ess_bulk(flat).tolist()))
     n_div = int(diverging.sum())
     if n_div:
         warnings.warn(

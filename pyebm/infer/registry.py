@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 __all__ = ["Method", "register", "METHODS", "resolve_method"]
@@ -24,31 +25,44 @@ class Method:
         raise NotImplementedError
 
 
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator: ``@register("map")`` makes ``infer(..., method="map")`` use the class."""
+def register(name: str, table: dict[str, type] | None = None) -> Callable[[type], type]:
+    """Class decorator: ``@register("map")`` makes ``infer(..., method="map")`` use the class.
+
+    ``table`` is the registry to add to (each backend has its own; default: the Pyro one).
+    """
+    table = METHODS if table is None else table
 
     def deco(cls: type) -> type:
-        if name in METHODS:
-            raise ValueError(f"method {name!r} is already registered by {METHODS[name].__name__}.")
+        if name in table:
+            raise ValueError(f"method {name!r} is already registered by {table[name].__name__}.")
         cls.name = name
-        METHODS[name] = cls
+        table[name] = cls
         return cls
 
     return deco
 
 
-def resolve_method(method: str | Method) -> Method:
-    """A method object from a name or an object; unknown names list the valid ones."""
+def resolve_method(method: str | Method, table: dict[str, type] | None = None) -> Method:
+    """A method object from a name or an object; unknown names list the valid ones.
+
+    A method object of another backend is translated to this backend's class of the same name,
+    keeping the settings the two share (so one configured ``pyebm.NUTS(...)`` serves both backends).
+    """
+    table = METHODS if table is None else table
     if isinstance(method, Method):
-        return method
+        target = table.get(method.name)
+        if target is None or isinstance(method, target):
+            return method
+        shared = {f.name: getattr(method, f.name) for f in dataclasses.fields(target) if hasattr(method, f.name)}
+        return target(**shared)
     if isinstance(method, str):
         key = method.lower()
-        if key in METHODS:
-            return METHODS[key]()
-        raise ValueError(f"unknown method {method!r}; valid methods are {sorted(METHODS)}.")
+        if key in table:
+            return table[key]()
+        raise ValueError(f"unknown method {method!r}; valid methods are {sorted(table)}.")
     if isinstance(method, type) and issubclass(method, Method):
-        return method()
+        return resolve_method(method(), table)
     raise TypeError(
-        f"method must be a name ({sorted(METHODS)}) or a configured method object such as pyebm.NUTS(...), "
+        f"method must be a name ({sorted(table)}) or a configured method object such as pyebm.NUTS(...), "
         f"got {type(method).__name__}."
     )

@@ -118,8 +118,7 @@ class Posterior:
                 row = {"mean": float(m[j]), "sd": float(s[j])}
                 row[lo_name], row[hi_name] = _hdi(flat[:, :, j].reshape(-1), hdi_prob)
                 if self.is_mcmc:
-                    draws = torch.from_numpy(flat[:, :, j])
-                    row["ess_bulk"], row["r_hat"] = ess_bulk(draws), split_rhat(draws)
+                    row["ess_bulk"], row["r_hat"] = ess_bulk(flat[:, :, j]), split_rhat(flat[:, :, j])
                 rows[label] = row
         return pd.DataFrame.from_dict(rows, orient="index")
 
