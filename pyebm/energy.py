@@ -144,17 +144,21 @@ class ScaledEnergy(Energy):
         return f"scale={self.scale}"
 
 
-def _plate_shape() -> tuple:
-    """Batch shape implied by the enclosing ``pyro.plate`` contexts (leading ones stripped)."""
-    frames = [f for f in get_plates() if f.vectorized]
+def plate_batch_shape(frames: list[tuple[int, int]]) -> tuple:
+    """The batch shape that plates given as ``(dim, size)`` pairs imply, leading ones stripped."""
     if not frames:
         return ()
-    shape = [1] * max(-f.dim for f in frames)
-    for f in frames:
-        shape[f.dim] = f.size
+    shape = [1] * max(-dim for dim, _ in frames)
+    for dim, size in frames:
+        shape[dim] = size
     while shape and shape[0] == 1:
         shape.pop(0)
     return tuple(shape)
+
+
+def _plate_shape() -> tuple:
+    """Batch shape implied by the enclosing ``pyro.plate`` contexts."""
+    return plate_batch_shape([(f.dim, f.size) for f in get_plates() if f.vectorized])
 
 
 def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:

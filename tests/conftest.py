@@ -29,3 +29,14 @@ def gaussian_2d(dtype=torch.float64):
 
     precision = torch.tensor([[2.0, 0.6], [0.6, 1.0]], dtype=dtype)
     return Gaussian(torch.tensor([1.0, -2.0], dtype=dtype), precision)
+
+
+@pytest.fixture
+def x64():
+    """JAX in float64 for exact comparisons; the flag is restored afterwards."""
+    import jax
+
+    old = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    yield
+    jax.config.update("jax_enable_x64", old)

@@ -12,21 +12,13 @@ import numpyro.distributions as dist
 from numpyro.primitives import _PYRO_STACK, plate
 
 from ..diagnostics import NonFiniteEnergyError, check_beta
-from ..energy import ENERGY_FACTOR_KEY, _as_shape, _takes_keyword
+from ..energy import ENERGY_FACTOR_KEY, _as_shape, _takes_keyword, plate_batch_shape
 
 __all__ = ["energy_factor", "model_from_energy", "EnergyModel", "flat_prior"]
 
 
 def _plate_shape() -> tuple:
-    frames = [m for m in _PYRO_STACK if isinstance(m, plate) and m.dim is not None]
-    if not frames:
-        return ()
-    shape = [1] * max(-m.dim for m in frames)
-    for m in frames:
-        shape[m.dim] = m.subsample_size
-    while shape and shape[0] == 1:
-        shape.pop(0)
-    return tuple(shape)
+    return plate_batch_shape([(m.dim, m.subsample_size) for m in _PYRO_STACK if isinstance(m, plate) and m.dim is not None])
 
 
 def energy_factor(name: str, energy, beta: float = 1.0) -> None:
