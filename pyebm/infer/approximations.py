@@ -100,10 +100,6 @@ class Draws:
     def __init__(self, draws: dict):
         self.draws = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in draws.items()}
 
-    @property
-    def num_chains(self) -> int:
-        return next(iter(self.draws.values())).shape[0]
-
     def flat(self) -> dict:
         return {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in self.draws.items()}
 

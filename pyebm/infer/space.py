@@ -99,14 +99,6 @@ class LatentSpace:
             total = total + s.transform.log_abs_det_jacobian(v, x).sum()
         return total
 
-    def pack(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Inverse of :meth:`constrain` for one configuration."""
-        parts = []
-        for s in self.sites:
-            v = torch.as_tensor(values[s.name], dtype=self.dtype)
-            parts.append(s.transform.inv(v).reshape(-1))
-        return torch.cat(parts)
-
     def names(self) -> list[str]:
         return [s.name for s in self.sites]
 
