@@ -1,0 +1,181 @@
+r"""Langevin samplers for making negatives: unadjusted (ULA/SGLD) and Metropolis-adjusted (MALA).
+
+Small pure functions over a batch of chains, in the style of BlackJAX: ``state = langevin_init(energy, x)``,
+then ``state, info = langevin_step(state, energy, step_size, ...)``. Chains are the leading dimension of the
+position; ``energy`` maps ``(chains, *shape)`` to ``(chains,)``. The target is
+:math:`p_\beta(x) \propto e^{-\beta E(x)}`; one step is
+
+.. math:: x' = x - \epsilon\beta\nabla E(x) + \sqrt{2\epsilon}\,\sigma\,\xi,\qquad \xi \sim \mathcal N(0, I),
+
+with noise scale :math:`\sigma = 1` for the Langevin diffusion (EBM training often uses :math:`\sigma < 1`, which
+no longer samples :math:`p_\beta`). MALA accepts :math:`x'` with the Metropolis–Hastings probability, which makes
+:math:`p_\beta` exactly stationary; ULA's stationary law is biased by :math:`O(\epsilon)`.
+``sample_langevin`` runs many steps and stops with a clear error naming the step where energies go non-finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from .diagnostics import InferenceError, check_beta
+
+__all__ = ["LangevinState", "LangevinInfo", "langevin_init", "langevin_step", "sample_langevin", "ReplayBuffer"]
+
+
+class LangevinState(NamedTuple):
+    """Positions of all chains, their energies and energy gradients."""
+
+    position: torch.Tensor
+    energy: torch.Tensor
+    grad: torch.Tensor
+
+
+class LangevinInfo(NamedTuple):
+    """Per-chain acceptance probability and whether the proposal was taken (ULA: always)."""
+
+    acceptance: torch.Tensor
+    accepted: torch.Tensor
+
+
+def _energy_and_grad(energy: Callable, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        e = energy(x)
+        if e.shape != x.shape[:1]:
+            raise ValueError(f"the energy must return one value per chain, shape {tuple(x.shape[:1])}; "
+                             f"got {tuple(e.shape)}.")
+        (g,) = torch.autograd.grad(e.sum(), x)
+    return e.detach(), g.detach()
+
+
+def langevin_init(energy: Callable, position: torch.Tensor) -> LangevinState:
+    """The state of chains started at ``position`` (shape ``(chains, *shape)``)."""
+    e, g = _energy_and_grad(energy, position)
+    return LangevinState(position.detach(), e, g)
+
+
+def langevin_step(
+    state: LangevinState,
+    energy: Callable,
+    step_size: float,
+    *,
+    beta: float = 1.0,
+    noise_scale: float = 1.0,
+    grad_clip: float | None = None,
+    bounds: tuple[float, float] | None = None,
+    metropolis: bool = False,
+    generator: torch.Generator | None = None,
+) -> tuple[LangevinState, LangevinInfo]:
+    r"""One Langevin step for every chain at once.
+
+    Parameters
+    ----------
+    step_size : float
+        :math:`\epsilon > 0`.
+    beta : float
+        Inverse temperature of the target.
+    noise_scale : float
+        :math:`\sigma`; 1 samples the Langevin diffusion (MALA requires 1).
+    grad_clip : float, optional
+        Clamp each gradient component to ``[-grad_clip, grad_clip]`` (a common EBM-training safeguard; ULA only).
+    bounds : (low, high), optional
+        Clamp proposals into a box (ULA only: it breaks MALA's reversibility).
+    metropolis : bool
+        Accept or reject with the MALA correction.
+    generator : torch.Generator, optional
+        Source of randomness (the global RNG is left alone when given).
+    """
+    if not step_size > 0:
+        raise ValueError(f"step_size must be > 0, got {step_size}.")
+    beta = check_beta(beta, allow_zero=False)
+    if metropolis and (noise_scale != 1.0 or grad_clip is not None or bounds is not None):
+        raise ValueError("MALA needs noise_scale=1 and no gradient clipping or bounds (they break detailed balance).")
+    x, e, g = state
+    drift = beta * g
+    if grad_clip is not None:
+        drift = drift.clamp(-grad_clip * beta, grad_clip * beta)
+    noise = torch.randn(x.shape, dtype=x.dtype, generator=generator)
+    proposal = x - step_size * drift + math.sqrt(2 * step_size) * noise_scale * noise
+    if bounds is not None:
+        proposal = proposal.clamp(*bounds)
+    e_new, g_new = _energy_and_grad(energy, proposal)
+    if not metropolis:
+        ones = torch.ones_like(e)
+        return LangevinState(proposal, e_new, g_new), LangevinInfo(ones, ones.bool())
+    dims = tuple(range(1, x.dim()))
+    # log q(x | x') - log q(x' | x) for Gaussian proposals of variance 2ε
+    forward = ((proposal - x + step_size * beta * g) ** 2).sum(dims)
+    backward = ((x - proposal + step_size * beta * g_new) ** 2).sum(dims)
+    log_ratio = -beta * (e_new - e) + (forward - backward) / (4 * step_size)
+    acceptance = torch.exp(log_ratio.clamp(max=0.0)).nan_to_num(nan=0.0)
+    u = torch.rand(acceptance.shape, dtype=acceptance.dtype, generator=generator)
+    accept = u < acceptance
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    new = LangevinState(torch.where(accept.reshape(shape), proposal, x), torch.where(accept, e_new, e),
+                        torch.where(accept.reshape(shape), g_new, g))
+    return new, LangevinInfo(acceptance, accept)
+
+
+def sample_langevin(
+    energy: Callable, position: torch.Tensor, steps: int, step_size: float, *, seed: int | None = None, **options
+) -> tuple[LangevinState, dict]:
+    """Run ``steps`` Langevin steps from ``position`` (all chains at once); return the final state and
+    the mean acceptance per step. Non-finite energies or positions raise an InferenceError naming the step.
+    ``options`` go to :func:`langevin_step`."""
+    from .state import resolve_seed
+
+    generator = torch.Generator().manual_seed(resolve_seed(seed))
+    state = langevin_init(energy, position)
+    if not bool(torch.isfinite(state.energy).all()):
+        raise ValueError("the energy is not finite at the initial positions of some chains.")
+    acceptance = []
+    for step in range(1, steps + 1):
+        state, info = langevin_step(state, energy, step_size, generator=generator, **options)
+        bad = ~(torch.isfinite(state.energy) & torch.isfinite(state.position.reshape(len(state.energy), -1)).all(1))
+        if bool(bad.any()):
+            raise InferenceError(
+                f"Langevin: at step {step}, {int(bad.sum())} chain(s) reached a non-finite energy or position "
+                f"(step_size={step_size}). The step is too large for the energy's curvature, or the energy is "
+                "unbounded below there: lower step_size, clip gradients (grad_clip) or bound the positions (bounds)."
+            )
+        acceptance.append(float(info.acceptance.mean()))
+    return state, {"acceptance": acceptance}
+
+
+class ReplayBuffer:
+    """Persistent chains for contrastive training (PCD): a fixed-size store of past negatives.
+
+    ``sample(n)`` returns ``(indices, positions)``: each position comes from the buffer, or, with probability
+    ``reinit_prob``, fresh from ``init_fn(k)``; after moving the positions, ``update(indices, positions)``
+    writes them back.
+    """
+
+    def __init__(self, capacity: int, init_fn: Callable[[int], torch.Tensor], reinit_prob: float = 0.05,
+                 seed: int | None = None):
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1.")
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError("reinit_prob must be in [0, 1].")
+        from .state import resolve_seed
+
+        self.generator = torch.Generator().manual_seed(resolve_seed(seed))
+        self.init_fn, self.reinit_prob = init_fn, reinit_prob
+        self.buffer = init_fn(capacity).detach().clone()
+
+    def __len__(self) -> int:
+        return self.buffer.shape[0]
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.randint(len(self), (n,), generator=self.generator)
+        x = self.buffer[idx].clone()
+        fresh = torch.rand(n, generator=self.generator) < self.reinit_prob
+        if bool(fresh.any()):
+            x[fresh] = self.init_fn(int(fresh.sum())).to(x.dtype)
+        return idx, x
+
+    def update(self, indices: torch.Tensor, positions: torch.Tensor) -> None:
+        self.buffer[indices] = positions.detach().to(self.buffer.dtype)
