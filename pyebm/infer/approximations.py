@@ -8,6 +8,7 @@ global RNG; :class:`Draws` works for any array backend (torch or JAX), so both b
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cached_property
 
 import numpy as np
 import pyro.poutine as poutine
@@ -73,7 +74,9 @@ class UnconstrainedGaussian(_Seeded):
         eps = torch.randn((n, self.loc.numel()), dtype=self.loc.dtype)
         return self.space.constrain(self.loc + eps @ self.scale_tril.T)
 
+    @cached_property
     def _moments(self) -> tuple[dict, dict]:
+        """Computed once: the approximation is immutable, and ``mean``/``std`` are often both asked for."""
         sd = self.covariance.diagonal().sqrt()
         locs, sds = self.space.unpack(self.loc), self.space.unpack(sd)
         mean, std = {}, {}
@@ -88,10 +91,10 @@ class UnconstrainedGaussian(_Seeded):
         return mean, std
 
     def mean(self) -> dict[str, torch.Tensor]:
-        return self._moments()[0]
+        return dict(self._moments[0])
 
     def std(self) -> dict[str, torch.Tensor]:
-        return self._moments()[1]
+        return dict(self._moments[1])
 
 
 class Draws:
@@ -135,11 +138,13 @@ class GuideDraws(_Seeded):
                     out[k].append(trace.nodes[k]["value"].detach())
         return {k: torch.stack(v) for k, v in out.items()}
 
+    @cached_property
     def _draws(self) -> dict[str, torch.Tensor]:
+        """Drawn once (running the guide is a Python loop): shared by ``mean`` and ``std``."""
         return self.sample(self.num_moment_draws, seed=0)
 
     def mean(self) -> dict[str, torch.Tensor]:
-        return {k: v.mean(0) for k, v in self._draws().items()}
+        return {k: v.mean(0) for k, v in self._draws.items()}
 
     def std(self) -> dict[str, torch.Tensor]:
-        return {k: v.std(0) for k, v in self._draws().items()}
+        return {k: v.std(0) for k, v in self._draws.items()}

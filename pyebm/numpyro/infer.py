@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import jax
 import jax.numpy as jnp
@@ -130,6 +131,7 @@ class _JaxGaussian:
         eps = jax.random.normal(jax.random.PRNGKey(seed), (n, self.loc.shape[0]), dtype=self.loc.dtype)
         return jax.vmap(self.space.constrain)(self.loc + eps @ self.scale_tril.T)
 
+    @cached_property
     def _moments(self):
         locs = self.space.unravel(self.loc)
         sds = self.space.unravel(jnp.sqrt(jnp.diag(self.covariance)))
@@ -139,10 +141,10 @@ class _JaxGaussian:
         return mean, std
 
     def mean(self):
-        return self._moments()[0]
+        return dict(self._moments[0])
 
     def std(self):
-        return self._moments()[1]
+        return dict(self._moments[1])
 
 
 class _JaxGuide:
@@ -157,11 +159,15 @@ class _JaxGuide:
         return self.guide.sample_posterior(jax.random.PRNGKey(seed), self.params, *self.args,
                                            sample_shape=(n,), **self.kwargs)
 
+    @cached_property
+    def _draws(self):
+        return self.sample(self.num_moment_draws, 0)
+
     def mean(self):
-        return {k: v.mean(0) for k, v in self.sample(self.num_moment_draws, 0).items()}
+        return {k: v.mean(0) for k, v in self._draws.items()}
 
     def std(self):
-        return {k: v.std(0, ddof=1) for k, v in self.sample(self.num_moment_draws, 0).items()}
+        return {k: v.std(0, ddof=1) for k, v in self._draws.items()}
 
 
 # --- methods -----------------------------------------------------------------------------------------
