@@ -220,6 +220,43 @@ def _as_shape(shape: Shape) -> torch.Size:
     raise ValueError(f"a site shape must be an int or a tuple of positive ints, got {shape!r}.")
 
 
+def resolve_sites(
+    energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None, flat: Callable, distribution: type,
+    library: str,
+) -> tuple[dict, dict, bool]:
+    """Validate an energy model's parts; shared by the Pyro and NumPyro backends.
+
+    Returns site shapes, one prior per site (``flat(shape)`` where none is given; batch dimensions moved to the
+    event), and whether a single site is passed to the energy positionally.
+    """
+    if not callable(energy):
+        raise TypeError(f"energy must be callable (an Energy or a function), got {type(energy).__name__}.")
+    if not sites:
+        raise ValueError("sites is empty; pass a dict of site names to shapes, e.g. {'x': 2}.")
+    shapes = {name: _as_shape(shape) for name, shape in sites.items()}
+    prior = dict(prior or {})
+    unknown = set(prior) - set(shapes)
+    if unknown:
+        raise ValueError(f"prior names sites {sorted(unknown)} that are not in sites {list(shapes)}.")
+    priors = {}
+    for name, shape in shapes.items():
+        d = prior.get(name)
+        if d is None:
+            d = flat(shape)
+        elif not isinstance(d, distribution):
+            raise TypeError(f"prior['{name}'] must be a {library} distribution, got {type(d).__name__}.")
+        elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
+            raise ValueError(
+                f"prior['{name}'] has shape {tuple(d.batch_shape) + tuple(d.event_shape)} but site '{name}' "
+                f"has shape {tuple(shape)}."
+            )
+        elif d.batch_shape:
+            d = d.to_event(len(d.batch_shape))
+        priors[name] = d
+    positional = len(shapes) == 1 and not _takes_keyword(energy, next(iter(shapes)))
+    return shapes, priors, positional
+
+
 class EnergyModel:
     """A Pyro model made from an energy: returned by :func:`model_from_energy`.
 
@@ -227,32 +264,9 @@ class EnergyModel:
     """
 
     def __init__(self, energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None = None) -> None:
-        if not callable(energy):
-            raise TypeError(f"energy must be callable (an Energy or a function), got {type(energy).__name__}.")
-        if not sites:
-            raise ValueError("sites is empty; pass a dict of site names to shapes, e.g. {'x': 2}.")
+        flat = lambda shape: flat_prior(shape, energy_dtype(energy))  # noqa: E731
+        self.sites, self.prior, self._positional = resolve_sites(energy, sites, prior, flat, dist.Distribution, "pyro")
         self.energy = energy
-        self.sites = {name: _as_shape(shape) for name, shape in sites.items()}
-        prior = dict(prior or {})
-        unknown = set(prior) - set(self.sites)
-        if unknown:
-            raise ValueError(f"prior names sites {sorted(unknown)} that are not in sites {list(self.sites)}.")
-        self.prior = {}
-        for name, shape in self.sites.items():
-            d = prior.get(name)
-            if d is None:
-                d = flat_prior(shape, energy_dtype(energy))
-            elif not isinstance(d, dist.Distribution):
-                raise TypeError(f"prior['{name}'] must be a pyro distribution, got {type(d).__name__}.")
-            elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
-                raise ValueError(
-                    f"prior['{name}'] has shape {tuple(d.batch_shape) + tuple(d.event_shape)} but site '{name}' "
-                    f"has shape {tuple(shape)}."
-                )
-            elif d.batch_shape:
-                d = d.to_event(len(d.batch_shape))
-            self.prior[name] = d
-        self._positional = len(self.sites) == 1 and not _takes_keyword(energy, next(iter(self.sites)))
 
     def __call__(self, **ctx) -> torch.Tensor:
         values = {name: pyro.sample(name, d) for name, d in self.prior.items()}

@@ -12,7 +12,7 @@ import numpyro.distributions as dist
 from numpyro.primitives import _PYRO_STACK, plate
 
 from ..diagnostics import NonFiniteEnergyError, check_beta
-from ..energy import ENERGY_FACTOR_KEY, _as_shape, _takes_keyword, plate_batch_shape
+from ..energy import ENERGY_FACTOR_KEY, _as_shape, plate_batch_shape, resolve_sites
 
 __all__ = ["energy_factor", "model_from_energy", "EnergyModel", "flat_prior"]
 
@@ -56,28 +56,9 @@ class EnergyModel:
     """A NumPyro model made from a JAX energy (see :func:`model_from_energy`)."""
 
     def __init__(self, energy: Callable, sites: Mapping, prior: Mapping | None = None) -> None:
-        if not callable(energy):
-            raise TypeError(f"energy must be callable, got {type(energy).__name__}.")
-        if not sites:
-            raise ValueError("sites is empty; pass a dict of site names to shapes, e.g. {'x': 2}.")
+        self.sites, self.prior, self._positional = resolve_sites(energy, sites, prior, flat_prior, dist.Distribution,
+                                                                 "numpyro")
         self.energy = energy
-        self.sites = {k: tuple(_as_shape(v)) for k, v in sites.items()}
-        prior = dict(prior or {})
-        unknown = set(prior) - set(self.sites)
-        if unknown:
-            raise ValueError(f"prior names sites {sorted(unknown)} that are not in sites {list(self.sites)}.")
-        self.prior = {}
-        for k, shape in self.sites.items():
-            d = prior.get(k, None)
-            if d is None:
-                d = flat_prior(shape)
-            elif tuple(d.batch_shape) + tuple(d.event_shape) != shape:
-                raise ValueError(f"prior['{k}'] has shape {tuple(d.batch_shape) + tuple(d.event_shape)} but site "
-                                 f"'{k}' has shape {shape}.")
-            elif d.batch_shape:
-                d = d.to_event(len(d.batch_shape))
-            self.prior[k] = d
-        self._positional = len(self.sites) == 1 and not _takes_keyword(energy, next(iter(self.sites)))
 
     def __call__(self, **ctx):
         values = {k: numpyro.sample(k, d) for k, d in self.prior.items()}
