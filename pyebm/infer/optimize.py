@@ -69,15 +69,24 @@ def minimize(
     u = u0.detach().clone().requires_grad_(True)
     evaluations = 0
 
-    def closure() -> torch.Tensor:
-        nonlocal evaluations
+    last: tuple | None = None  # (point, energy, gradient) of the latest finite evaluation
+
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor | None]:
+        nonlocal evaluations, last
         evaluations += 1
         value = fn(u)
         if not torch.isfinite(value):
-            return value  # the line search backs off; the check below reports it if it persists
+            return value.detach(), None
         # gradient with respect to u only: parameters inside the energy must not accumulate .grad
-        (u.grad,) = torch.autograd.grad(value, u)
-        return value.detach()
+        (grad,) = torch.autograd.grad(value, u)
+        last = (u.detach().clone(), value.detach(), grad)
+        return value.detach(), grad
+
+    def closure() -> torch.Tensor:
+        value, grad = evaluate()
+        if grad is not None:  # a non-finite value makes the line search back off; checked below if it persists
+            u.grad = grad
+        return value
 
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS(
@@ -97,15 +106,15 @@ def minimize(
         for it in range(1, steps + 1):
             try:
                 opt.step(closure)
-                value = fn(u)
+                # the line search has usually just evaluated the accepted point: reuse it
+                value, grad = last[1:] if last is not None and torch.equal(last[0], u.detach()) else evaluate()
             except NonFiniteEnergyError as err:
                 raise InferenceError(
                     f"{desc}: the energy became non-finite at iteration {it} while the optimiser moved away from "
                     f"energy {history[-1]:.4g}. The energy may be unbounded below (check its sign, add a proper "
                     f"prior) or undefined where the optimiser went (constrain the site). Cause: {err}"
                 ) from err
-            (grad,) = torch.autograd.grad(value, u) if torch.isfinite(value) else (None,)
-            energy = float(value.detach())
+            energy = float(value)
             history.append(energy)
             bar.update()
             if not torch.isfinite(value) or not bool(torch.isfinite(grad).all()) or not bool(torch.isfinite(u).all()):
