@@ -150,12 +150,13 @@ class ReplayBuffer:
     """Persistent chains for contrastive training (PCD): a fixed-size store of past negatives.
 
     ``sample(n)`` returns ``(indices, positions)``: each position comes from the buffer, or, with probability
-    ``reinit_prob``, fresh from ``init_fn(k)``; after moving the positions, ``update(indices, positions)``
-    writes them back.
+    ``reinit_prob``, fresh from ``init_fn(k, generator)``; after moving the positions, ``update(indices, positions)``
+    writes them back. All randomness comes from the buffer's own generator, whose state is part of
+    :meth:`state_dict`, so a training run restored from a checkpoint draws the same chains.
     """
 
-    def __init__(self, capacity: int, init_fn: Callable[[int], torch.Tensor], reinit_prob: float = 0.05,
-                 seed: int | None = None):
+    def __init__(self, capacity: int, init_fn: Callable[[int, torch.Generator], torch.Tensor],
+                 reinit_prob: float = 0.05, seed: int | None = None):
         if capacity < 1:
             raise ValueError("capacity must be >= 1.")
         if not 0.0 <= reinit_prob <= 1.0:
@@ -164,7 +165,7 @@ class ReplayBuffer:
 
         self.generator = torch.Generator().manual_seed(resolve_seed(seed))
         self.init_fn, self.reinit_prob = init_fn, reinit_prob
-        self.buffer = init_fn(capacity).detach().clone()
+        self.buffer = init_fn(capacity, self.generator).detach().clone()
 
     def __len__(self) -> int:
         return self.buffer.shape[0]
@@ -174,8 +175,15 @@ class ReplayBuffer:
         x = self.buffer[idx].clone()
         fresh = torch.rand(n, generator=self.generator) < self.reinit_prob
         if bool(fresh.any()):
-            x[fresh] = self.init_fn(int(fresh.sum())).to(x.dtype)
+            x[fresh] = self.init_fn(int(fresh.sum()), self.generator).to(x.dtype)
         return idx, x
 
     def update(self, indices: torch.Tensor, positions: torch.Tensor) -> None:
         self.buffer[indices] = positions.detach().to(self.buffer.dtype)
+
+    def state_dict(self) -> dict:
+        return {"buffer": self.buffer.clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.buffer = state["buffer"].clone()
+        self.generator.set_state(state["generator"])

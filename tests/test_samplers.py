@@ -84,10 +84,10 @@ def test_clipping_and_bounds_hold():
 
 
 def test_replay_buffer_samples_updates_and_reinitialises():
-    buf = ReplayBuffer(100, lambda k: torch.zeros(k, 2), reinit_prob=0.0, seed=0)
+    buf = ReplayBuffer(100, lambda k, g: torch.zeros(k, 2), reinit_prob=0.0, seed=0)
     idx, x = buf.sample(10)
     buf.update(idx, x + 1.0)
     assert float(buf.buffer.sum()) == pytest.approx(2.0 * len(set(idx.tolist())))
-    fresh = ReplayBuffer(100, lambda k: torch.full((k, 2), 7.0), reinit_prob=1.0, seed=0)
+    fresh = ReplayBuffer(100, lambda k, g: torch.full((k, 2), 7.0), reinit_prob=1.0, seed=0)
     fresh.update(torch.arange(100), torch.zeros(100, 2))
     assert (fresh.sample(5)[1] == 7.0).all()
