@@ -161,7 +161,7 @@ def _plate_shape() -> tuple:
     return plate_batch_shape([(f.dim, f.size) for f in get_plates() if f.vectorized])
 
 
-def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
+def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normalized: bool = False) -> None:
     r"""Add :math:`-\beta E` to the model's log joint, as ``pyro.factor(name, -beta * energy)`` does.
 
     The site is marked as an energy factor so that :func:`pyebm.temper` can rescale its β; a plain
@@ -176,6 +176,10 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
         plates (a scalar outside any plate).
     beta : float
         Inverse temperature, finite and ``>= 0``.
+    normalized : bool
+        Declare that the energy is a normalised negative log-density in any learnable parameters it depends on
+        (it carries its own :math:`\log Z(\theta)`). Only then may SVI optimise those parameters; otherwise
+        :func:`pyebm.infer` refuses, because the ELBO ignores :math:`\log Z(\theta)` and the energy collapses.
 
     Raises
     ------
@@ -196,7 +200,7 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0) -> None:
         name,
         unit,
         obs=unit.sample(),
-        infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta},
+        infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta, "normalized": bool(normalized)},
     )
 
 
@@ -274,7 +278,7 @@ class EnergyModel:
             e = self.energy(next(iter(values.values())), **ctx)
         else:
             e = self.energy(**values, **ctx)
-        energy_factor("energy", e)
+        energy_factor("energy", e, normalized=bool(getattr(self.energy, "normalized", False)))
         return e
 
     def __repr__(self) -> str:

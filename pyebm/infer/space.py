@@ -19,9 +19,12 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median
+from pyro.poutine.util import site_is_subsample
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
-__all__ = ["Site", "LatentSpace"]
+from ..energy import ENERGY_FACTOR_KEY
+
+__all__ = ["Site", "LatentSpace", "learnable_energy_parameters"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,8 @@ class LatentSpace:
             trace = poutine.trace(InitMessenger(strategy)(model)).get_trace(*self.args, **self.kwargs)
         sites, values = [], []
         for name, node in trace.nodes.items():
-            if node["type"] != "sample" or node["is_observed"] or node["infer"].get("is_auxiliary"):
+            if (node["type"] != "sample" or node["is_observed"] or node["infer"].get("is_auxiliary")
+                    or site_is_subsample(node)):
                 continue
             fn = node["fn"]
             if fn.support.is_discrete:
@@ -74,6 +78,7 @@ class LatentSpace:
             values.append(u.reshape(-1))
         if not sites:
             raise ValueError("the model has no latent sample sites: there is nothing to infer.")
+        self.energy_parameters = learnable_energy_parameters(trace)
         self.sites: list[Site] = sites
         self.dim = sum(s.numel for s in sites)
         self.init = torch.cat(values)
@@ -115,6 +120,31 @@ class LatentSpace:
             return energy
 
         return U
+
+
+def learnable_energy_parameters(trace) -> dict[str, list[str]]:
+    r"""Energy-factor sites whose value depends on learnable Pyro params of the model: ``{site: [param names]}``.
+
+    Sites declared ``normalized=True`` are left out. These are the parameters whose optimisation through the
+    ELBO collapses the energy (it ignores their :math:`\log Z(\theta)`).
+    """
+    params = {name: node["value"] for name, node in trace.nodes.items()
+              if node["type"] == "param" and isinstance(node["value"], torch.Tensor) and node["value"].requires_grad}
+    found = {}
+    if not params:
+        return found
+    for name, node in trace.nodes.items():
+        infer = node.get("infer") or {}
+        if node["type"] != "sample" or not infer.get(ENERGY_FACTOR_KEY) or infer.get("normalized"):
+            continue
+        log_factor = node["fn"].log_factor
+        if not log_factor.requires_grad:
+            continue
+        grads = torch.autograd.grad(log_factor.sum(), list(params.values()), allow_unused=True, retain_graph=True)
+        used = [p for p, g in zip(params, grads) if g is not None]
+        if used:
+            found[name] = used
+    return found
 
 
 def _init_strategy(init: Callable | dict | None) -> Callable:

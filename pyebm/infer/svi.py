@@ -26,6 +26,22 @@ __all__ = ["SVI", "FULL_RANK_MAX_DIM"]
 #: Gaussian guide (D(D+1)/2 scale parameters); larger ones a diagonal one.
 FULL_RANK_MAX_DIM = 100
 
+def _refuse_collapse(found: dict[str, list[str]]) -> None:
+    """The collapse guard: SVI would optimise learnable parameters inside an unnormalised energy factor."""
+    if not found:
+        return
+    where = "; ".join(f"factor '{site}' depends on {params[:5]}{' ...' if len(params) > 5 else ''}"
+                      for site, params in found.items())
+    raise InferenceError(
+        f"SVI would optimise learnable parameters inside an energy factor ({where}). An energy factor leaves out "
+        "log Z(theta), so maximising the ELBO in theta pushes the energy down everywhere and the model collapses. "
+        "Ways out: train theta with a contrastive or score objective (pyebm.train.fit(energy, data, method='nce' | "
+        "'cd' | 'dsm' | ...)) and then run inference with it fixed; or use a normalised likelihood "
+        "(pyro.sample(..., obs=...)); or, if the energy is a normalised -log density in theta, say so with "
+        "pyebm.energy_factor(..., normalized=True)."
+    )
+
+
 GUIDES = {"normal": AutoDiagonalNormal, "multivariate_normal": AutoMultivariateNormal}
 
 
@@ -80,6 +96,7 @@ class SVI(Method):
 
     def run(self, model, args, kwargs, progress: bool) -> Posterior:
         space = LatentSpace(model, args, kwargs, self.init)
+        _refuse_collapse(space.energy_parameters)
         guide, guide_name = self._make_guide(model, space)
         optim = self.optimizer or pyro.optim.ClippedAdam(
             {"lr": self.lr, "lrd": self.lr_decay ** (1.0 / max(self.steps, 1))}
