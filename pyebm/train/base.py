@@ -1,0 +1,133 @@
+"""What every training objective shares: the configured-object protocol, data handling and Langevin negatives."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..diagnostics import InferenceError
+from ..samplers import langevin_init, langevin_step
+
+__all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch"]
+
+#: method name -> objective class
+OBJECTIVES: dict[str, type] = {}
+
+#: a training batch: one tensor, or a tuple of aligned tensors (pairs for InfoNCE, (inputs, labels) for margins)
+Batch = torch.Tensor | tuple
+
+
+def register_objective(name: str) -> Callable[[type], type]:
+    """Class decorator: ``fit(..., method=name)`` uses the class."""
+
+    def deco(cls: type) -> type:
+        cls.name = name
+        OBJECTIVES[name] = cls
+        return cls
+
+    return deco
+
+
+class Objective:
+    """Base of the configured objectives (``pyebm.train.CD(k=20)``, ...): a dataclass of settings.
+
+    ``setup(energy, data, generator)`` returns the objective's own state, an ``nn.Module`` holding any extra
+    trainable parameters (NCE's log-normaliser, a VAE's encoder) and persistent buffers; ``loss(energy, batch,
+    state, generator)`` returns ``(scalar loss, number of energy evaluations)``; ``after_step`` runs after each
+    optimiser step (projections such as unit-norm dictionary atoms).
+    """
+
+    name: str = ""
+
+    def setup(self, energy: nn.Module, data: Batch, generator: torch.Generator) -> nn.Module:
+        return nn.Module()
+
+    def loss(self, energy: nn.Module, batch: Batch, state: nn.Module, generator: torch.Generator):
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def after_step(self, energy: nn.Module, state: nn.Module) -> None:
+        return None
+
+
+def resolve_objective(method, options: dict) -> Objective:
+    """An objective object from a name (plus ``options``) or a configured object."""
+    if isinstance(method, Objective):
+        if options:
+            return dataclasses.replace(method, **options)
+        return method
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a name ({sorted(OBJECTIVES)}) or an objective object, "
+                        f"got {type(method).__name__}.")
+    key = method.lower()
+    if key not in OBJECTIVES:
+        raise ValueError(f"unknown training method {method!r}; valid methods are {sorted(OBJECTIVES)}.")
+    cls = OBJECTIVES[key]
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(options) - names
+    if unknown:
+        raise TypeError(f"method {key!r} has no option(s) {sorted(unknown)}; its options are {sorted(names)}.")
+    return cls(**options)
+
+
+def energies_of(energy: Callable, x: torch.Tensor) -> torch.Tensor:
+    """``energy(x)`` checked to give one value per example."""
+    e = energy(x)
+    if not isinstance(e, torch.Tensor) or e.shape != x.shape[:1]:
+        shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+        raise ValueError(f"the energy must map a batch of shape {tuple(x.shape)} to one energy per example, "
+                         f"shape {tuple(x.shape[:1])}; got {shape}.")
+    return e
+
+
+def randn(shape, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return torch.randn(shape, dtype=like.dtype, generator=generator)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """Parameters without ``requires_grad`` for the block (sampling negatives builds no parameter graph)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclasses.dataclass
+class LangevinOptions:
+    """How negatives are made: ``k`` Langevin steps (see :func:`pyebm.samplers.langevin_step`)."""
+
+    k: int = 20
+    step_size: float = 0.01
+    noise_scale: float = 1.0
+    grad_clip: float | None = None
+    metropolis: bool = False
+
+    def run(self, energy: Callable, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Move ``x0`` by ``k`` steps; non-finite energies raise an InferenceError naming the Langevin step."""
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1 Langevin steps, got {self.k}.")
+        net = energy if isinstance(energy, nn.Module) else nn.Module()
+        with frozen(net):
+            state = langevin_init(energy, x0)
+            for j in range(1, self.k + 1):
+                state, _ = langevin_step(state, energy, self.step_size, noise_scale=self.noise_scale,
+                                         grad_clip=self.grad_clip, metropolis=self.metropolis, generator=generator)
+                bad = ~(torch.isfinite(state.energy) & torch.isfinite(state.position.flatten(1)).all(1))
+                if bool(bad.any()):
+                    raise InferenceError(
+                        f"Langevin step {j} of {self.k} made {int(bad.sum())} negative(s) non-finite "
+                        f"(step_size={self.step_size}): lower step_size, set grad_clip, or add a confining term "
+                        "to the energy (it may be unbounded below)."
+                    )
+        return state.position.detach()
+
+    def evaluations(self, n: int) -> int:
+        return n * (self.k + 1)
