@@ -5,7 +5,7 @@ p_β(x) ∝ exp(−β E(x)). pyebm puts energies into Pyro models as factors and
 under MAP, Laplace, SVI and NUTS/HMC with one argument, returning one result type.
 """
 
-from . import energies, plot, train
+from . import energies, plot, train, ttt
 from .diagnostics import ConvergenceWarning, InferenceError
 from .energy import Energy, energy_factor, model_from_energy
 from .handlers import temper
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Energy", "energy_factor", "model_from_energy", "temper",
     "infer", "MAP", "Laplace", "SVI", "NUTS", "HMC", "Posterior", "compare",
-    "free_energy", "profile", "InferenceError", "ConvergenceWarning", "energies", "plot", "train",
+    "free_energy", "profile", "InferenceError", "ConvergenceWarning", "energies", "plot", "train", "ttt",
 ]

@@ -1,0 +1,18 @@
+r"""Test-time training as latent inference: the weights adapted at test time are latent variables.
+
+* :func:`adapt` infers chosen weights of a trained network from a test batch's energy (MAP, Laplace, SVI, NUTS),
+  shared by the batch or independently per input (vectorised);
+* :func:`predict` averages predictions over their posterior;
+* :func:`fit` trains with the latents switched on, so deployment matches training;
+* energies: :func:`entropy` (TENT), :func:`free_energy` (JEM), :func:`supervised`, :func:`augmented` (test-time
+  augmentation) and :func:`neighbours` (the k-nearest-training-examples recipe);
+* :class:`AdaptationCache` reuses an adapted posterior for inputs that fall close to one already adapted.
+"""
+
+from .adapt import adapt, predict
+from .cache import AdaptationCache
+from .energies import Neighbourhood, augmented, entropy, free_energy, neighbours, supervised
+from .training import TTTResult, fit
+
+__all__ = ["adapt", "predict", "fit", "TTTResult", "entropy", "free_energy", "supervised", "augmented",
+           "neighbours", "Neighbourhood", "AdaptationCache"]

@@ -1,0 +1,142 @@
+"""adapt/predict: exact on a linear-Gaussian model, leaves the net alone, batched equals per-input, clear errors."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+import pyebm
+from pyebm.ttt import adapt, neighbours, predict, supervised
+
+SIGMA, S = 0.5, 0.3  # observation noise, prior scale
+
+
+@pytest.fixture
+def linear(float64):
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 1)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(20, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.3 + SIGMA * torch.randn(20, generator=g)
+    return net, x, y
+
+
+def exact_weight_posterior(net, x, y):
+    """w ~ N(w0, S² I), y | w ~ N(x w + b, σ²): Gaussian posterior in closed form (bias held at its trained value)."""
+    w0, b = net.weight.detach().reshape(-1), net.bias.detach()
+    precision = torch.eye(3) / S**2 + x.T @ x / SIGMA**2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ (w0 / S**2 + x.T @ (y - b) / SIGMA**2)
+    return mean, cov
+
+
+def test_laplace_is_exact_and_the_net_is_unchanged(linear):
+    net, x, y = linear
+    before = copy.deepcopy(net.state_dict())
+    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale=S, seed=0)
+    mean, cov = exact_weight_posterior(net, x, y)
+    assert torch.allclose(post.mean()["weight"].reshape(-1), mean, atol=1e-8)
+    assert torch.allclose(post.std()["weight"].reshape(-1), cov.diagonal().sqrt(), atol=1e-8)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    # the log evidence is the exact marginal likelihood of y (minus the energy's own Gaussian normaliser)
+    b = net.bias.detach()
+    w0 = net.weight.detach().reshape(-1)
+    marginal = torch.distributions.MultivariateNormal(x @ w0 + b, S**2 * x @ x.T + SIGMA**2 * torch.eye(20))
+    gauss_norm = 20 * math.log(SIGMA * math.sqrt(2 * math.pi))
+    assert post.log_evidence == pytest.approx(float(marginal.log_prob(y)) + gauss_norm, abs=1e-8)
+
+
+def test_nuts_matches_the_exact_posterior_within_monte_carlo_error(linear):
+    net, x, y = linear
+    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA),
+                 pyebm.NUTS(num_samples=600, warmup_steps=300, num_chains=2), prior_scale=S, seed=0)
+    mean, cov = exact_weight_posterior(net, x, y)
+    sd = cov.diagonal().sqrt()
+    ess = torch.tensor([v for k, v in post.diagnostics["ess_bulk"].items() if k.startswith("weight")])
+    # 4 Monte Carlo standard errors, sd/sqrt(ESS): fails for a wrong posterior, passes 99.99% for the right one
+    assert ((post.mean()["weight"].reshape(-1) - mean).abs() <= 4 * sd / ess.sqrt()).all()
+    assert ((post.std()["weight"].reshape(-1) - sd).abs() <= 4 * sd / (2 * ess).sqrt() + 0.02 * sd).all()
+
+
+def test_batched_independent_adaptation_equals_one_input_at_a_time(linear):
+    net, x, y = linear
+    # each example adapts its own weights from its own (input, target): a batch of 20 one-example problems
+    batched = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale=S,
+                    independent=True)
+    for i in [0, 7, 19]:
+        single = adapt(net, (x[i : i + 1], y[i : i + 1]), "weight", supervised("squared", SIGMA), "laplace",
+                       prior_scale=S, seed=0)
+        assert torch.allclose(batched.mode["weight"][i], single.mode["weight"], atol=1e-7)
+        assert torch.allclose(batched.std()["weight"][i], single.std()["weight"], atol=1e-7)
+        assert batched.diagnostics["log_evidence"][i] == pytest.approx(single.log_evidence, abs=1e-6)
+    draws = batched.sample(3, seed=0)["weight"]
+    assert draws.shape == (3, 20, 1, 3)
+
+
+def test_predict_averages_over_the_posterior(float64):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    post = adapt(net, x, "2.bias", "entropy", "laplace", prior_scale=0.5, seed=0)
+    probs = predict(net, post, x, num_samples=4000, seed=1)
+    draws = post.sample(4000, seed=1)["2.bias"]
+    by_hand = torch.softmax(net[:2](x) @ net[2].weight.T.detach() + draws[:, None, :], -1).mean(0)
+    assert torch.allclose(probs, by_hand, atol=1e-10)
+    map_post = adapt(net, x, "2.bias", "entropy", "map", prior_scale=0.5, seed=0)
+    plug_in = torch.softmax(net[:2](x) @ net[2].weight.T.detach() + map_post.mode["2.bias"], -1)
+    assert torch.allclose(predict(net, map_post, x), plug_in.detach(), atol=1e-10)
+
+
+def test_neighbour_recipe_spans_global_fit_and_knn(float64):
+    # a trained global line; each test point re-fits only the intercept on its k nearest training points
+    g = torch.Generator().manual_seed(0)
+    tx = torch.rand(200, 1, generator=g) * 6 - 3
+    ty = torch.sin(tx[:, 0]) + 0.05 * torch.randn(200, generator=g)
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        sol = torch.linalg.lstsq(torch.cat([tx, torch.ones(200, 1)], 1), ty[:, None]).solution
+        net.weight.copy_(sol[:1].T), net.bias.copy_(sol[1])
+    test = torch.linspace(-2.5, 2.5, 11)[:, None]
+    contexts, energy = neighbours(lambda v: v, tx, ty, test, k=10, kind="squared", noise=0.05)
+    # slope held, intercept free (wide prior): the prediction becomes the neighbours' mean residual + line = kNN-like
+    post = adapt(net, contexts, "bias", energy, "map", prior_scale=100.0, independent=True)
+    w = net.weight.detach()[0, 0]
+    local = post.mode["bias"][:, 0] + w * test[:, 0]
+    knn_line = (contexts.targets - w * contexts.inputs[..., 0]).mean(1) + w * test[:, 0]
+    assert torch.allclose(local, knn_line, atol=1e-5)
+    # a tight prior keeps the trained global line
+    tight = adapt(net, contexts, "bias", energy, "map", prior_scale=1e-4, independent=True)
+    assert torch.allclose(tight.mode["bias"], net.bias.detach().expand(11, 1), atol=1e-3)
+
+
+def test_bad_inputs_give_clear_errors(linear):
+    net, x, y = linear
+    energy = supervised("squared", SIGMA)
+    with pytest.raises(ValueError, match=r"latents \['gamma'\] are not parameters.*'weight', 'bias'"):
+        adapt(net, (x, y), ["gamma"], energy)
+    with pytest.raises(ValueError, match="selection is empty"):
+        adapt(net, (x, y), lambda name, p: False, energy)
+    with pytest.raises(ValueError, match="one energy per example"):
+        adapt(net, (x, y), "weight", lambda forward, b: energy(forward, b).sum())
+    with pytest.raises(ValueError, match="prior_scale"):
+        adapt(net, (x, y), "weight", energy, prior_scale=-1.0)
+    nan_x = x.clone()
+    nan_x[3] = float("nan")
+    with pytest.raises((ValueError, pyebm.InferenceError), match="finite|NaN"):
+        adapt(net, (nan_x, y), "weight", energy)
+    with pytest.raises(pyebm.InferenceError, match=r"inputs \[3\]"):
+        adapt(net, (nan_x, y), "weight", energy, independent=True)
+
+
+def test_batchnorm_in_training_mode_uses_batch_statistics_and_stays_untouched(float64):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    net.train()
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    before = copy.deepcopy(net.state_dict())
+    post = adapt(net, x, ["1.weight", "1.bias"], "entropy", "laplace", prior_scale=0.1, seed=0)
+    probs = predict(net, post, x, num_samples=50, seed=0)
+    assert probs.shape == (64, 3) and torch.allclose(probs.sum(1), torch.ones(64))
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running stats included
+    assert net.training
