@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pyebm
+from pyebm import ttt
 from pyebm.ttt import adapt, neighbours, predict, supervised
 
 SIGMA, S = 0.5, 0.3  # observation noise, prior scale
@@ -140,3 +141,17 @@ def test_batchnorm_in_training_mode_uses_batch_statistics_and_stays_untouched(fl
     assert probs.shape == (64, 3) and torch.allclose(probs.sum(1), torch.ones(64))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # running stats included
     assert net.training
+
+
+def test_augmented_energy_averages_over_the_views(float64):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x = torch.randn(10, 4, generator=torch.Generator().manual_seed(0))
+    flip = lambda v, j: v if j == 0 else -v  # noqa: E731 - two deterministic views
+    energy = ttt.augmented(ttt.entropy, flip, copies=2)
+    by_hand = 0.5 * (ttt.entropy(net, x) + ttt.entropy(net, -x))
+    assert torch.allclose(energy(net, x), by_hand)
+    post = adapt(net, x, "2.bias", energy, "map", prior_scale=0.5, seed=0)
+    assert post.mode["2.bias"].shape == (3,)
+    with pytest.raises(ValueError, match="copies"):
+        ttt.augmented(ttt.entropy, flip, copies=0)
