@@ -131,7 +131,8 @@ for row, target in enumerate([EightGaussians(), TwoMoons()]):
         g = grid_density(energy, target.bounds, 121)
         ax = axes[row, col]
         ax.imshow(g.density.T, origin="lower", extent=[*target.bounds[0], *target.bounds[1]], cmap="magma")
-        ax.set_xticks([]); ax.set_yticks([])
+        ax.set_xticks([])
+        ax.set_yticks([])
         if row == 0:
             ax.set_title(method)
     axes[row, 0].set_ylabel(tname)

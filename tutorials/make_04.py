@@ -79,8 +79,10 @@ The eigenvalue spectra of the embedding covariance show it at a glance:"""),
     code("""fig, ax = plt.subplots(figsize=(6, 3.5))
 for label, eig in spectra.items():
     ax.semilogy(range(1, len(eig) + 1), eig.clamp_min(1e-12), "o-", label=label)
-ax.set_xlabel("eigenvalue index"); ax.set_ylabel("variance of the embedding")
-ax.legend(); fig.tight_layout()"""),
+ax.set_xlabel("eigenvalue index")
+ax.set_ylabel("variance of the embedding")
+ax.legend()
+fig.tight_layout()"""),
     md("""## Contrastive or regularized?
 
 Both work here. InfoNCE needs negatives (the batch) and its quality grows with the batch; each step costs

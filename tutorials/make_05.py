@@ -18,7 +18,6 @@ convergence with an explicit anchor; Laplace and NUTS add the uncertainty a poin
 predictions average over it. `pyebm.ttt.adapt` builds exactly this Pyro model (weights through
 `torch.func.functional_call`; your network is never modified) and runs any `pyebm.infer` method on it."""),
     code("""import json
-import math
 import os
 import pathlib
 import sys
@@ -27,7 +26,6 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 
@@ -54,7 +52,8 @@ ty = torch.sin(tx[:, 0]) + 0.1 * torch.randn(200, generator=g)
 line = torch.nn.Linear(1, 1)
 with torch.no_grad():
     sol = torch.linalg.lstsq(torch.cat([tx, torch.ones(200, 1)], 1), ty[:, None]).solution
-    line.weight.copy_(sol[:1].T); line.bias.copy_(sol[1])
+    line.weight.copy_(sol[:1].T)
+    line.bias.copy_(sol[1])
 grid = torch.linspace(-3, 3, 121)[:, None]
 ctx, energy = ttt.neighbours(lambda v: v, tx, ty, grid, k=15, kind="squared", noise=0.1)
 
@@ -74,7 +73,9 @@ local, _ = local_fit(["weight", "bias"], 100.0)
 ax.plot(grid, local, label="slope and intercept re-fit (local regression)")
 mid, sd = local_fit(["weight", "bias"], 0.3)
 ax.plot(grid, mid, "--", label="s = 0.3: in between")
-ax.legend(fontsize=8); ax.set_xlabel("x"); fig.tight_layout()"""),
+ax.legend(fontsize=8)
+ax.set_xlabel("x")
+fig.tight_layout()"""),
     md("""## Digits under a shift: adapt the BatchNorm weights
 
 The benchmark's setting, live and small: an MLP with two BatchNorm layers is trained on clean digits
@@ -115,7 +116,8 @@ for s in (0.03, 0.3, 3.0, 30.0):
             post = ttt.adapt(net, x_rot, bench.LATENTS, "entropy", "map", prior_scale=s, seed=0)
             probs = ttt.predict(net, post, x_rot)
         except pyebm.InferenceError as err:
-            out.append({"prior scale": s, "accuracy %": float("nan"), "note": str(err)[:60]}); continue
+            out.append({"prior scale": s, "accuracy %": float("nan"), "note": str(err)[:60]})
+            continue
     ent = float(-(probs * probs.clamp_min(1e-12).log()).sum(1).mean())
     out.append({"prior scale": s, "accuracy %": bench.metrics(probs, y_test)["acc"], "mean entropy": ent,
                 "classes predicted": int(probs.argmax(1).unique().numel())})
@@ -178,9 +180,12 @@ for col, fam in enumerate(families):
         sev = [0, *m.index]
         axes[0, col].plot(sev, [clean.loc[name, "acc"], *m["acc"]], "o-", label=name)
         axes[1, col].plot(sev, [clean.loc[name, "ece"], *m["ece"]], "o-", label=name)
-    axes[0, col].set_title(fam); axes[1, col].set_xlabel("severity (0 = clean)")
-axes[0, 0].set_ylabel("accuracy %"); axes[1, 0].set_ylabel("ECE %")
-axes[0, -1].legend(fontsize=7); fig.tight_layout()"""),
+    axes[0, col].set_title(fam)
+    axes[1, col].set_xlabel("severity (0 = clean)")
+axes[0, 0].set_ylabel("accuracy %")
+axes[1, 0].set_ylabel("ECE %")
+axes[0, -1].legend(fontsize=7)
+fig.tight_layout()"""),
     md("""Accuracy of every row at the middle severity, where the per-input rows (neighbours, NUTS) also ran:"""),
     code("""middle = df[df["severity"].isin([0, 2])]
 summary = middle.groupby(["method", "shift"])["acc"].mean().unstack("shift")
