@@ -53,15 +53,22 @@ class Target2D(ReferenceEnergy):
     def _sample(self, n: int, g: torch.Generator) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def grid(self, beta: float = 1.0, num: int | None = None):
+        """As :meth:`ReferenceEnergy.grid`; the target's own density (β = 1) is computed once per grid size, since
+        every evaluation of a learned energy compares against it."""
+        if beta != 1.0:
+            return super().grid(beta, num)
+        num = num or self.grid_points
+        cache = self.__dict__.setdefault("_grids", {})
+        if num not in cache:
+            cache[num] = super().grid(1.0, num)
+        return cache[num]
+
     def entropy(self) -> float:
         r""":math:`\mathbb H[p] = -\int p \log p`, on the grid (the trapezoid rule over :attr:`bounds`)."""
-        if getattr(self, "_entropy", None) is not None:
-            return self._entropy
         grid = self.grid()
-        w = grid._weights()
         p = grid.density
-        self._entropy = float(-(w * p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum())
-        return self._entropy
+        return float(-(grid._weights() * p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum())
 
 
 class EightGaussians(Target2D):

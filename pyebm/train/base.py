@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from ..diagnostics import InferenceError
+from ..infer.registry import register
 from ..samplers import langevin_init, langevin_step
 
-__all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch"]
+__all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch", "single", "child_seed",
+           "global_rng_from"]
 
 #: method name -> objective class
 OBJECTIVES: dict[str, type] = {}
@@ -22,14 +24,29 @@ Batch = torch.Tensor | tuple
 
 
 def register_objective(name: str) -> Callable[[type], type]:
-    """Class decorator: ``fit(..., method=name)`` uses the class."""
+    """Class decorator: ``fit(..., method=name)`` uses the class (the method registry's ``register``)."""
+    return register(name, OBJECTIVES)
 
-    def deco(cls: type) -> type:
-        cls.name = name
-        OBJECTIVES[name] = cls
-        return cls
 
-    return deco
+def single(batch, name: str) -> torch.Tensor:
+    """The batch as one tensor of examples, for the objectives that train on unpaired data."""
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"method {name!r} trains on one tensor of examples, got {type(batch).__name__}.")
+    return batch
+
+
+def child_seed(generator: torch.Generator) -> int:
+    """A seed drawn from ``generator``, for a component with its own randomness (a replay buffer, a torch RNG)."""
+    return int(torch.randint(2**62, (1,), generator=generator))
+
+
+@contextlib.contextmanager
+def global_rng_from(generator: torch.Generator):
+    """Torch's global RNG seeded from ``generator`` inside the block (for code that only uses it: module
+    initialisers, ``Distribution.sample``), restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(child_seed(generator))
+        yield
 
 
 class Objective:

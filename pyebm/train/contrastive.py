@@ -20,7 +20,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..samplers import ReplayBuffer
-from .base import LangevinOptions, Objective, energies_of, randn, register_objective
+from .base import (
+    LangevinOptions,
+    Objective,
+    child_seed,
+    energies_of,
+    global_rng_from,
+    randn,
+    register_objective,
+    single,
+)
 
 __all__ = [
     "contrastive_divergence_loss", "nce_loss", "margin_loss", "infonce_loss",
@@ -99,12 +108,6 @@ def infonce_loss(energy, x: torch.Tensor, y: torch.Tensor, temperature: float = 
     return loss
 
 
-def _single(batch, name: str) -> torch.Tensor:
-    if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"method {name!r} trains on one tensor of examples, got {type(batch).__name__}.")
-    return batch
-
-
 @register_objective("cd")
 @dataclasses.dataclass
 class CD(LangevinOptions, Objective):
@@ -122,7 +125,7 @@ class CD(LangevinOptions, Objective):
     alpha: float = 0.0
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         neg = self.run(energy, x, generator)
         return contrastive_divergence_loss(energy, x, neg, self.alpha), 2 * len(x) + self.evaluations(len(x))
 
@@ -161,14 +164,14 @@ class PCD(LangevinOptions, Objective):
     alpha: float = 0.0
 
     def setup(self, energy, data, generator):
-        data = _single(data, self.name)
+        data = single(data, self.name)
         state = nn.Module()
-        seed = int(torch.randint(2**62, (1,), generator=generator))
-        state.replay = ReplayBuffer(self.buffer_size, self.init or _gaussian_init(data), self.reinit_prob, seed=seed)
+        state.replay = ReplayBuffer(self.buffer_size, self.init or _gaussian_init(data), self.reinit_prob,
+                                    seed=child_seed(generator))
         return state
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         idx, start = state.replay.sample(len(x))
         neg = self.run(energy, start.to(x.dtype), generator)
         state.replay.update(idx, neg)
@@ -200,7 +203,7 @@ class NCE(Objective):
     ratio: float = 1.0
 
     def setup(self, energy, data, generator):
-        data = _single(data, self.name)
+        data = single(data, self.name)
         state = nn.Module()
         state.log_z = nn.Parameter(torch.zeros((), dtype=data.dtype))
         if isinstance(self.noise, str):
@@ -212,27 +215,20 @@ class NCE(Objective):
         else:
             raise TypeError(f"noise must be 'gaussian' or a torch distribution, got {type(self.noise).__name__}.")
         state.shape = tuple(data.shape[1:])
+        # a MultivariateNormal (the fitted default) lives on the flattened examples
+        state.flat = isinstance(state.noise, torch.distributions.MultivariateNormal)
         return state
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         n = max(1, round(self.ratio * len(x)))
-        noise = _sample(state.noise, n, generator).reshape((n,) + state.shape).to(x.dtype)
+        with global_rng_from(generator):
+            noise = state.noise.sample((n,)).reshape((n,) + state.shape).to(x.dtype)
 
         def log_q(v):
-            return state.noise.log_prob(v.flatten(1) if isinstance(state.noise, _FLAT) else v).to(v.dtype)
+            return state.noise.log_prob(v.flatten(1) if state.flat else v).to(v.dtype)
 
         return nce_loss(energy, x, noise, log_q, state.log_z, n / len(x)), len(x) + n
-
-
-_FLAT = torch.distributions.MultivariateNormal
-
-
-def _sample(distribution, n: int, generator: torch.Generator) -> torch.Tensor:
-    """``distribution.sample((n,))`` drawn from ``generator`` (the global RNG is forked and restored)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-        return distribution.sample((n,))
 
 
 @register_objective("margin")

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..energies.reference import grid_density
+from ..energies.reference import _to64, grid_density
 from ..state import resolve_seed
 
 __all__ = ["evaluate_2d", "mmd", "grid_samples"]
@@ -57,7 +57,7 @@ def evaluate_2d(energy, target, test: torch.Tensor, num: int = 401, samples: int
         raise ValueError(f"test points must have shape (n, 2), got {tuple(test.shape)}.")
     grid = grid_density(energy, target.bounds, num)
     with torch.no_grad():
-        e_test = _as64(energy)(test.double())
+        e_test = _to64(energy)(test.double())
     log_q = -e_test - grid.log_normalizer
     nll = float(-log_q.mean())
     entropy = target.entropy()
@@ -72,8 +72,3 @@ def evaluate_2d(energy, target, test: torch.Tensor, num: int = 401, samples: int
         "excess_nll": nll - entropy, "kl": kl, "mmd": mmd(draws, test[:samples]),
     }
 
-
-def _as64(energy):
-    from ..energies.reference import _to64
-
-    return _to64(energy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -189,7 +190,7 @@ def fit(
                   "step": done, "loss": list(history), "evaluations": evaluations,
                   "energy": {k: v.clone() for k, v in energy.state_dict().items()},
                   "state": {k: v.clone() for k, v in state.state_dict().items()},
-                  "optimizer": _clone(opt.state_dict()), "generator": generator.get_state()}
+                  "optimizer": copy.deepcopy(opt.state_dict()), "generator": generator.get_state()}
             if getattr(state, "replay", None) is not None:
                 ck["replay"] = state.replay.state_dict()
             return ck
@@ -232,15 +233,3 @@ def fit(
         if checkpoint is not None:
             torch.save(final, checkpoint)
     return TrainResult(objective.name, history, evaluations, state, time.perf_counter() - start, seed, objective, final)
-
-
-def _clone(obj):
-    if isinstance(obj, torch.Tensor):
-        return obj.clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clone(v) for v in obj]
-    return obj
-
-

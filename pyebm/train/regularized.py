@@ -18,8 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import Objective, randn, register_objective
-from .contrastive import _single
+from .base import Objective, global_rng_from, randn, register_objective, single
 
 __all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "KMeansObjective", "SparseCodingObjective",
            "VAEObjective"]
@@ -64,7 +63,7 @@ class KMeansObjective(Objective):
     beta: float = math.inf
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         e = energy(x)
         return kmeans_loss(e, self.beta), e.numel()
 
@@ -86,7 +85,7 @@ class SparseCodingObjective(Objective):
         return nn.Module()
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         return sparse_coding_loss(energy, x, self.fista_steps), len(x) * (self.fista_steps + 1)
 
     def after_step(self, energy, state):
@@ -125,18 +124,17 @@ class VAEObjective(Objective):
     hidden: tuple = (64,)
 
     def setup(self, energy, data, generator):
-        data = _single(data, self.name)
+        data = single(data, self.name)
         if not getattr(energy, "normalized", False):
             raise ValueError("method 'vae' needs an energy that is a normalised -log p(x, z) (attribute "
                              "`normalized = True`, e.g. pyebm.energies.GaussianDecoder); with an unnormalised "
                              "energy the ELBO ignores log Z and training collapses.")
         state = nn.Module()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        with global_rng_from(generator):
             state.encoder = _Encoder(data[0].numel(), self.latent_dim, tuple(self.hidden), data.dtype)
         return state
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         loc, log_scale = state.encoder(x)
         return vae_loss(energy, x, loc, log_scale, randn(loc.shape, loc, generator)), len(x)

@@ -11,8 +11,7 @@ import dataclasses
 
 import torch
 
-from .base import Objective, energies_of, randn, register_objective
-from .contrastive import _single
+from .base import Objective, energies_of, randn, register_objective, single
 
 __all__ = ["dsm_loss", "ssm_loss", "DSM", "SSM"]
 
@@ -73,7 +72,7 @@ class DSM(Objective):
     variance_reduction: bool = True
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         if not self.sigma > 0:
             raise ValueError(f"sigma must be > 0, got {self.sigma}.")
         noise = randn(x.shape, x, generator)
@@ -88,6 +87,6 @@ class SSM(Objective):
     projections: int = 1
 
     def loss(self, energy, batch, state, generator):
-        x = _single(batch, self.name)
+        x = single(batch, self.name)
         v = randn((self.projections,) + tuple(x.shape), x, generator)
         return ssm_loss(energy, x, v), len(x) * (1 + self.projections)
