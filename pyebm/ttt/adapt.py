@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_leaves
 from ..energy import energy_factor
 from ..infer import infer
 from ..infer.result import Posterior
-from ..state import resolve_seed
+from ..state import resolve_seed, seeded
 from .batched import adapt_independent
 from .energies import per_example, resolve_energy
 from .latents import Functional, resolve_latents
@@ -105,8 +105,7 @@ def adapt(
             raise ValueError(f"independent adaptation supports method 'map' or 'laplace', got {method!r}; run other "
                              "methods per input (independent=False on one example).")
         flat_scales = fn.flatten({k: torch.full(v.shape, scales[k], dtype=v.dtype) for k, v in trained.items()})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(resolve_seed(seed))
+        with seeded(resolve_seed(seed)):
             post = adapt_independent(fn, x, energy_fn, flat_scales, beta, name == "laplace", **options)
     else:
         if options:

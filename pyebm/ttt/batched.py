@@ -18,6 +18,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from ..diagnostics import InferenceError
 from ..infer.approximations import PointMass, _Seeded
 from ..infer.result import Posterior
+from .energies import per_example
 from .latents import Functional
 
 __all__ = ["BlockGaussian", "adapt_independent"]
@@ -50,10 +51,7 @@ def adapt_independent(fn: Functional, x, energy: Callable, scales: torch.Tensor,
 
     def potential(u, xi):
         values = fn.unflatten(u)
-        e = energy(lambda inputs: fn(values, inputs), tree_map(lambda t: t.unsqueeze(0), xi))
-        if e.shape != (1,):
-            raise ValueError(f"the test-time energy must return one energy per example; got shape {tuple(e.shape)} "
-                             "for a batch of one.")
+        e = per_example(energy(lambda inputs: fn(values, inputs), tree_map(lambda t: t.unsqueeze(0), xi)), 1)
         return beta * e.sum() + 0.5 * (((u - u0) / scales) ** 2).sum()
 
     g_fn, h_fn = vmap(grad_and_value(potential)), vmap(hessian(potential))

@@ -65,7 +65,7 @@ class AdaptationCache:
                     self.entries.append((mode, None, None))
                 source[i] = len(self.entries) - 1
             self.keys = z[miss] if self.keys is None else torch.cat([self.keys, z[miss]])
-            self._method, self._ttt = post.method, post.diagnostics.get("ttt")
+            self._ttt = post.diagnostics.get("ttt")
         chosen = [self.entries[int(i)] for i in source]
         mode = {k: torch.stack([c[0][k] for c in chosen]) for k in chosen[0][0]}
         shapes = {k: v.shape for k, v in mode.items()}

@@ -58,10 +58,9 @@ class Functional:
         args = inputs if isinstance(inputs, tuple) else (inputs,)
         return functional_call(self.net, {**self.fixed, **values}, args)
 
-    # flat vectors <-> dicts of latent values (for the batched optimiser)
+    # one flat vector <-> a dict of latent values (for the batched optimiser)
     def flatten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        lead = values[self.names[0]].shape[: values[self.names[0]].dim() - len(self.shapes[self.names[0]])]
-        return torch.cat([values[n].reshape(*lead, -1) for n in self.names], -1)
+        return torch.cat([values[n].reshape(-1) for n in self.names])
 
     def unflatten(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
         out, start = {}, 0
