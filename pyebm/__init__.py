@@ -9,7 +9,7 @@ from . import energies, plot, train, ttt
 from .diagnostics import ConvergenceWarning, InferenceError
 from .energy import Energy, energy_factor, model_from_energy
 from .handlers import temper
-from .infer import HMC, MAP, NUTS, SVI, Laplace, Posterior, compare, infer
+from .inference import HMC, MAP, NUTS, SVI, Laplace, Posterior, compare, infer
 from .latent import free_energy, profile
 
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import torch
 
 from .energies import Banana
 from .energy import model_from_energy
-from .infer import MAP, NUTS, SVI, Laplace, compare, infer
+from .inference import MAP, NUTS, SVI, Laplace, compare, infer
 
 __all__ = ["run"]
 

@@ -7,6 +7,9 @@ bad energy never turns into a silent NaN further down the ladder.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -16,6 +19,7 @@ __all__ = [
     "InferenceError",
     "ConvergenceWarning",
     "NonFiniteEnergyError",
+    "warn",
     "check_beta",
     "check_energy",
     "ess_bulk",
@@ -35,7 +39,19 @@ class NonFiniteEnergyError(ValueError):
     """An energy evaluated to NaN or ±inf (a ``ValueError``: the energy is bad at that input)."""
 
 
-def check_beta(beta: float | torch.Tensor, *, allow_zero: bool = True, allow_inf: bool = False) -> float:
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn(message: str, category: type[Warning] = ConvergenceWarning) -> None:
+    """Warn with the location of the first caller outside pyebm (the user's line, not pyebm's internals)."""
+    frame, level = sys._getframe(), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
+def check_beta(beta: float | torch.Tensor, *, allow_zero: bool = True, allow_inf: bool = False,
+               name: str = "beta") -> float:
     """Validate an inverse temperature β and return it as a float.
 
     Parameters
@@ -46,25 +62,32 @@ def check_beta(beta: float | torch.Tensor, *, allow_zero: bool = True, allow_inf
         β = 0 is meaningful for tempering (the prior alone) but not for a free energy.
     allow_inf : bool
         β = ∞ is meaningful for a free energy (the minimum), not for a factor.
+    name : str
+        What the value is, for the messages.
     """
     if isinstance(beta, torch.Tensor):
+        if beta.requires_grad:
+            raise TypeError(
+                f"{name} is a tensor that requires grad; a temperature here is a fixed number and its gradient "
+                "would be lost. To learn it, put it into the energy: energy_factor(name, lam * E)."
+            )
         if beta.numel() != 1:
-            raise ValueError(f"beta must be a scalar, got a tensor of shape {tuple(beta.shape)}.")
+            raise ValueError(f"{name} must be a scalar, got a tensor of shape {tuple(beta.shape)}.")
         beta = beta.item()
     if isinstance(beta, bool) or not isinstance(beta, Real):
-        raise TypeError(f"beta must be a real number, got {type(beta).__name__}.")
+        raise TypeError(f"{name} must be a real number, got {type(beta).__name__}.")
     beta = float(beta)
     if math.isnan(beta):
-        raise ValueError("beta is NaN; pass an inverse temperature beta >= 0.")
+        raise ValueError(f"{name} is NaN; pass an inverse temperature >= 0.")
     if beta < 0:
         raise ValueError(
-            f"beta = {beta} is negative; an inverse temperature must be >= 0 "
+            f"{name} = {beta} is negative; an inverse temperature must be >= 0 "
             "(a negative beta turns minima into maxima and the Gibbs density is not normalisable)."
         )
     if beta == 0 and not allow_zero:
-        raise ValueError("beta = 0 means infinite temperature, where this quantity is undefined; pass beta > 0.")
+        raise ValueError(f"{name} = 0 means infinite temperature, where this quantity is undefined; pass beta > 0.")
     if math.isinf(beta) and not allow_inf:
-        raise ValueError("beta = inf is not allowed here; use method='map' for the zero-temperature limit.")
+        raise ValueError(f"{name} = inf is not allowed here; use method='map' for the zero-temperature limit.")
     return beta
 
 

@@ -12,44 +12,27 @@ builds a whole model from an energy and a dict of site shapes.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from numbers import Real
 from typing import Union
 
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.poutine.runtime import get_plates
+from pyro.poutine.enum_messenger import EnumMessenger
+from pyro.poutine.runtime import _PYRO_STACK, get_plates
 from torch import nn
 
 from .diagnostics import check_beta, check_energy
 
-__all__ = ["Energy", "energy_factor", "model_from_energy", "EnergyModel", "flat_prior", "ENERGY_FACTOR_KEY"]
+__all__ = ["Energy", "energy_factor", "model_from_energy", "EnergyModel", "DirectEnergy", "flat_prior",
+           "ENERGY_FACTOR_KEY"]
 
 #: key in a site's ``infer`` dict that marks it as an energy factor (read by :func:`pyebm.temper`)
 ENERGY_FACTOR_KEY = "pyebm_energy_factor"
 
 Shape = Union[int, tuple, torch.Size]
-
-_require_finite = True
-
-
-@contextmanager
-def sampler_semantics() -> Iterator[None]:
-    """Within the block, a non-finite energy is not an error but zero density.
-
-    HMC/NUTS probe extreme points while adapting their step size; an energy that overflows there
-    makes the proposal diverge and be rejected, which the sampler counts and pyebm reports. Type
-    and shape checks stay on. Restored on exit.
-    """
-    global _require_finite
-    previous, _require_finite = _require_finite, False
-    try:
-        yield
-    finally:
-        _require_finite = previous
-
 
 class Energy(nn.Module):
     r"""Base class for energies: an ``nn.Module`` whose ``forward(value, **ctx)`` returns energies.
@@ -156,9 +139,37 @@ def plate_batch_shape(frames: list[tuple[int, int]]) -> tuple:
     return tuple(shape)
 
 
-def _plate_shape() -> tuple:
-    """Batch shape implied by the enclosing ``pyro.plate`` contexts."""
-    return plate_batch_shape([(f.dim, f.size) for f in get_plates() if f.vectorized])
+def batch_shape_error(name: str, shape: tuple, expected: tuple, enumerated: int | None) -> str | None:
+    """The message for an energy of ``shape`` where the plates imply ``expected``, or None when it fits.
+
+    Outside enumeration, leading ones aside, the shape must be the plates' batch shape. Under enumeration (``enumerated``
+    the number of dimensions reserved for plates), as for ``pyro.factor``: dimensions left of the plates' region are
+    enumeration dimensions of any size; inside it, a plate's dimension has the plate's size and the others size one.
+    """
+    if enumerated is None:
+        got = tuple(shape)
+        while got and got[0] == 1:
+            got = got[1:]
+        if got == tuple(expected):
+            return None
+    else:
+        right = tuple(shape)[len(shape) - enumerated:] if enumerated else ()
+        padded = (1,) * (enumerated - len(right)) + right
+        want = (1,) * (enumerated - len(expected)) + tuple(expected)
+        if len(expected) <= enumerated and padded == want:
+            return None
+    what = "a scalar" if len(expected) == 0 else f"shape {tuple(expected)}"
+    return (f"energy '{name}' has shape {tuple(shape)} where {what} is due (the batch shape of the enclosing plates"
+            f"{', enumeration dimensions aside' if enumerated is not None else ''}). Reduce per-element energies "
+            "with .sum(-1) over event dimensions, or wrap batch dimensions in pyro.plate.")
+
+
+def _enumerated_plate_dims() -> int | None:
+    """Under enumeration, the number of dimensions reserved for plates (``max_plate_nesting``); else None."""
+    for m in reversed(_PYRO_STACK):
+        if isinstance(m, EnumMessenger) and m.first_available_dim is not None:
+            return -m.first_available_dim - 1
+    return None
 
 
 def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normalized: bool = False) -> None:
@@ -172,29 +183,35 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
     name : str
         Site name.
     energy : torch.Tensor
-        Energy value(s): a real floating tensor, finite, with the batch shape of the enclosing
-        plates (a scalar outside any plate).
+        Energy value(s): a real floating tensor with the batch shape of the enclosing plates (a scalar outside any
+        plate); under enumeration, enumeration dimensions may stand left of the plates, as for ``pyro.factor``.
     beta : float
-        Inverse temperature, finite and ``>= 0``.
+        Inverse temperature: a number, finite and ``>= 0``. To learn a temperature, write it into the energy,
+        ``energy_factor(name, lam * E)``.
     normalized : bool
         Declare that the energy is a normalised negative log-density in any learnable parameters it depends on
         (it carries its own :math:`\log Z(\theta)`). Only then may SVI optimise those parameters; otherwise
         :func:`pyebm.infer` refuses, because the ELBO ignores :math:`\log Z(\theta)` and the energy collapses.
 
+    Notes
+    -----
+    A non-finite energy is zero density: inside any inference (Pyro's or pyebm's samplers, optimisers, SVI) the
+    configuration is rejected, as ``pyro.factor`` with ``-inf`` would be. Called directly, outside every Pyro handler,
+    the model raises instead, saying where.
+
     Raises
     ------
     TypeError, ValueError
-        For a non-tensor, non-real, non-finite or mis-shaped energy, or a bad β. (Inside HMC/NUTS
-        a non-finite energy is a rejected proposal instead, counted as a divergence.)
+        For a non-tensor or non-real energy, a mis-shaped one, a bad β, or (outside any handler) a non-finite energy.
     """
-    beta = check_beta(beta)
-    check_energy(energy, name=name, finite=_require_finite)
+    beta = check_beta(beta, name="beta of energy factor '" + name + "'")
+    check_energy(energy, name=name, finite=not _PYRO_STACK)
     expected = _plate_shape()
-    got = tuple(energy.shape)
-    while got and got[0] == 1:
-        got = got[1:]
-    if got != expected:
-        check_energy(energy, name=name, expected_shape=expected, finite=False)  # raises the shape message
+    problem = batch_shape_error(name, tuple(energy.shape), expected, _enumerated_plate_dims())
+    if problem:
+        raise ValueError(problem)
+    if not bool(torch.isfinite(energy).all()):
+        energy = torch.where(torch.isfinite(energy), energy, torch.full_like(energy, float("inf")))
     unit = dist.Unit(-beta * energy)
     pyro.sample(
         name,
@@ -202,6 +219,11 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
         obs=unit.sample(),
         infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta, "normalized": bool(normalized)},
     )
+
+
+def _plate_shape() -> tuple:
+    """Batch shape implied by the enclosing ``pyro.plate`` contexts."""
+    return plate_batch_shape([(f.dim, f.size) for f in get_plates() if f.vectorized])
 
 
 def flat_prior(shape: Shape, dtype: torch.dtype | None = None) -> dist.TorchDistribution:
@@ -227,11 +249,12 @@ def _as_shape(shape: Shape) -> torch.Size:
 def resolve_sites(
     energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None, flat: Callable, distribution: type,
     library: str,
-) -> tuple[dict, dict, bool]:
+) -> tuple[dict, dict, frozenset, bool]:
     """Validate an energy model's parts; shared by the Pyro and NumPyro backends.
 
     Returns site shapes, one prior per site (``flat(shape)`` where none is given; batch dimensions moved to the
-    event), and whether a single site is passed to the energy positionally.
+    event), the names of the sites with the flat prior, and whether a single site is passed to the energy
+    positionally.
     """
     if not callable(energy):
         raise TypeError(f"energy must be callable (an Energy or a function), got {type(energy).__name__}.")
@@ -242,11 +265,12 @@ def resolve_sites(
     unknown = set(prior) - set(shapes)
     if unknown:
         raise ValueError(f"prior names sites {sorted(unknown)} that are not in sites {list(shapes)}.")
-    priors = {}
+    priors, flats = {}, set()
     for name, shape in shapes.items():
         d = prior.get(name)
         if d is None:
             d = flat(shape)
+            flats.add(name)
         elif not isinstance(d, distribution):
             raise TypeError(f"prior['{name}'] must be a {library} distribution, got {type(d).__name__}.")
         elif tuple(d.batch_shape) + tuple(d.event_shape) != tuple(shape):
@@ -258,7 +282,31 @@ def resolve_sites(
             d = d.to_event(len(d.batch_shape))
         priors[name] = d
     positional = len(shapes) == 1 and not _takes_keyword(energy, next(iter(shapes)))
-    return shapes, priors, positional
+    return shapes, priors, frozenset(flats), positional
+
+
+@dataclass(frozen=True)
+class DirectEnergy:
+    r"""An energy model's density in closed form, for evaluation without tracing the model:
+    :math:`\log p(\theta) - \beta E(\theta)`, ``prior`` per site (those in ``flat`` contribute nothing).
+
+    :attr:`EnergyModel.direct` gives one and a tempered model passes it on with its β, so inference can take the
+    cheaper road of one batched energy call instead of a Pyro trace per evaluation.
+    """
+
+    prior: dict
+    flat: frozenset
+    energy: Callable
+    positional: bool
+    beta: float = 1.0
+
+    def __call__(self, values: dict, **ctx) -> torch.Tensor:
+        """:math:`\beta E` at site ``values`` (leading batch dimensions allowed where the energy allows them)."""
+        e = self.energy(*values.values(), **ctx) if self.positional else self.energy(**values, **ctx)
+        return e if self.beta == 1.0 else self.beta * e
+
+    def tempered(self, beta: float) -> DirectEnergy:
+        return DirectEnergy(self.prior, self.flat, self.energy, self.positional, self.beta * beta)
 
 
 class EnergyModel:
@@ -269,15 +317,22 @@ class EnergyModel:
 
     def __init__(self, energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None = None) -> None:
         flat = lambda shape: flat_prior(shape, energy_dtype(energy))  # noqa: E731
-        self.sites, self.prior, self._positional = resolve_sites(energy, sites, prior, flat, dist.Distribution, "pyro")
+        self.sites, self.prior, self.flat, self._positional = resolve_sites(
+            energy, sites, prior, flat, dist.Distribution, "pyro")
         self.energy = energy
+
+    @property
+    def direct(self) -> DirectEnergy:
+        """The model's density in closed form (see :class:`DirectEnergy`)."""
+        return DirectEnergy(self.prior, self.flat, self.energy, self._positional)
+
+    def accepts_keyword(self, name: str) -> bool:
+        """Whether ``model(name=...)`` reaches the energy (keywords are passed on to it)."""
+        return _takes_keyword(self.energy, name)
 
     def __call__(self, **ctx) -> torch.Tensor:
         values = {name: pyro.sample(name, d) for name, d in self.prior.items()}
-        if self._positional:
-            e = self.energy(next(iter(values.values())), **ctx)
-        else:
-            e = self.energy(**values, **ctx)
+        e = self.direct(values, **ctx)
         energy_factor("energy", e, normalized=bool(getattr(self.energy, "normalized", False)))
         return e
 

@@ -10,14 +10,17 @@ Under ``temper(beta=b)`` an energy factor written with inverse temperature β co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import _PYRO_STACK
+from pyro.poutine.trace_messenger import TraceMessenger
 
 from .diagnostics import check_beta
 from .energy import ENERGY_FACTOR_KEY
 
-__all__ = ["temper", "TemperMessenger"]
+__all__ = ["temper", "TemperMessenger", "TemperedModel", "outside_handlers"]
 
 
 class TemperMessenger(Messenger):
@@ -30,10 +33,41 @@ class TemperMessenger(Messenger):
     def _process_message(self, msg: dict) -> None:
         if msg["type"] == "sample" and (msg.get("infer") or {}).get(ENERGY_FACTOR_KEY):
             msg["scale"] = msg["scale"] * self.beta
-            msg["infer"] = {**msg["infer"], "beta": msg["infer"]["beta"] * self.beta}
+            msg["infer"] = {**msg["infer"], "beta": check_beta(msg["infer"]["beta"] * self.beta,
+                                                               name="the product of nested tempers' beta")}
 
 
-def temper(model: Callable | None = None, beta: float = 1.0) -> TemperMessenger | Callable:
+class TemperedModel:
+    """``model`` under :class:`TemperMessenger` (what ``temper(model, beta)`` returns).
+
+    A tempered energy model keeps its closed-form density (``direct``), with β multiplied, so inference on it takes
+    the same cheap road as on the untempered one.
+    """
+
+    def __init__(self, model: Callable, beta: float) -> None:
+        self.model, self.beta = model, check_beta(beta)
+
+    def __call__(self, *args, **kwargs):
+        with TemperMessenger(self.beta):
+            return self.model(*args, **kwargs)
+
+    def accepts_keyword(self, name: str) -> bool:
+        from .inference.api import accepts_keyword
+
+        return accepts_keyword(self.model, name)
+
+    @property
+    def direct(self):
+        inner = getattr(self.model, "direct", None)
+        if inner is None:
+            raise AttributeError("the tempered model has no closed-form density")
+        return inner.tempered(self.beta)
+
+    def __repr__(self) -> str:
+        return f"temper({self.model!r}, beta={self.beta:g})"
+
+
+def temper(model: Callable | None = None, beta: float = 1.0) -> TemperMessenger | TemperedModel:
     r"""Scale every energy factor of ``model`` by the inverse temperature ``beta``.
 
     Parameters
@@ -45,14 +79,47 @@ def temper(model: Callable | None = None, beta: float = 1.0) -> TemperMessenger 
 
     Returns
     -------
-    callable or TemperMessenger
-        The tempered model, or the handler for use in a ``with`` statement.
+    TemperedModel or TemperMessenger
+        The tempered model, or the handler for use in a ``with`` statement (``pyebm.infer`` called inside the block
+        sees it, as every handler active at the call).
 
     Examples
     --------
     >>> hot = temper(model, beta=0.5)            # doctest: +SKIP
     >>> with temper(beta=0.5):                   # doctest: +SKIP
-    ...     trace = pyro.poutine.trace(model).get_trace()
+    ...     post = pyebm.infer(model, method="nuts")
     """
-    messenger = TemperMessenger(beta)
-    return messenger if model is None else messenger(model)
+    if model is None:
+        return TemperMessenger(beta)
+    return TemperedModel(model, beta)
+
+
+@contextmanager
+def outside_handlers(model: Callable) -> Iterator[Callable]:
+    """Run a block with Pyro's handler stack set aside, on ``model`` wrapped in the handlers that were active.
+
+    ``pyebm.infer`` is called inside whatever handlers the user has entered (``with temper(beta=4):``,
+    ``with poutine.condition(data=...):``); they are part of the model the user means. Inference runs the model many
+    times inside handlers of its own (traces, conditioning, blocks), which would hide it from the outer ones. So the
+    outer handlers are lifted off the stack for the block and applied to the model itself, innermost last. Tempers
+    alone fold into a :class:`TemperedModel` (keeping an energy model's closed form); a trace recorder is left out
+    (it records, it does not change the model). The stack is restored afterwards.
+    """
+    saved = list(_PYRO_STACK)
+    effects = [m for m in saved if not isinstance(m, TraceMessenger)]
+    if all(isinstance(m, TemperMessenger) for m in effects):
+        beta = 1.0
+        for m in effects:
+            beta *= m.beta
+        wrapped = model if not effects else TemperedModel(model, beta)
+    else:
+        def wrapped(*args, **kwargs):
+            with ExitStack() as stack:
+                for m in effects:
+                    stack.enter_context(m)
+                return model(*args, **kwargs)
+    _PYRO_STACK.clear()
+    try:
+        yield wrapped
+    finally:
+        _PYRO_STACK[:] = saved

@@ -14,14 +14,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 
 from .diagnostics import InferenceError, check_beta
 from .energy import energy_dtype
-from .infer.optimize import minimize
-from .state import resolve_seed, seeded
+from .inference.curvature import positive_definite
+from .inference.minimize import minimize
+from .ops import TORCH, ArrayOps
+from .state import resolve_seed
 
-__all__ = ["free_energy", "profile"]
+__all__ = ["free_energy", "profile", "discrete_free_energy", "continuous_free_energy"]
 
 
 def free_energy(
@@ -50,7 +53,8 @@ def free_energy(
         A tensor of discrete support points (exact, numerically stable logsumexp), or a dict
         ``{name: shape}`` of continuous latents on the reals.
     beta : float
-        Inverse temperature, ``> 0``; ``float("inf")`` gives :math:`\min_z E`.
+        Inverse temperature, ``> 0``; ``float("inf")`` gives :math:`\min_z E`. Any finite β is stable: energies
+        enter relative to their minimum.
     method : {"laplace", "importance"}
         Continuous finite β only. ``"laplace"``: :math:`F_\beta \approx E(z^*) - \frac1\beta[\frac d2\log 2\pi
         - \frac12\log\det(\beta H)]` at the minimiser (exact for quadratic energies). ``"importance"``: importance
@@ -59,7 +63,9 @@ def free_energy(
     init : dict, optional
         Starting point of the minimisation (default zeros), shapes as the latents (batched or not).
     steps, tol :
-        L-BFGS iterations and gradient tolerance (default 1e-9 in float64, 1e-4 in float32).
+        Iterations and the convergence tolerance of each batch element's minimisation (distance to its minimum in
+        standard deviations of the latent's Laplace Gaussian; :func:`pyebm.inference.minimize.default_tol`). Each
+        element converges on its own; any that does not is named in the error.
     seed : int, optional
         For ``method="importance"``.
     return_details : bool
@@ -83,142 +89,136 @@ def free_energy(
     """
     beta = check_beta(beta, allow_zero=False, allow_inf=True)
     if isinstance(z, torch.Tensor):
-        return _discrete(energy, z, beta, return_details)
+        value, e = discrete_free_energy(energy, z, beta, TORCH)
+        return (value, {"energies": e}) if return_details else value
     if isinstance(z, Mapping):
         grad_wanted = torch.is_grad_enabled()
         with torch.enable_grad():  # the minimisation and the curvature need autograd in any case
-            out = _continuous(energy, dict(z), beta, method, num_samples, init, steps, tol, seed, return_details)
-        if grad_wanted:
-            return out
-        return (out[0].detach(), out[1]) if return_details else out.detach()
+            out = _continuous(energy, dict(z), beta, method, num_samples, init, steps, tol, seed)
+        value, info = out if grad_wanted else (out[0].detach(), out[1])
+        return (value, info) if return_details else value
     raise TypeError(f"z must be a tensor of support points or a dict of latent shapes, got {type(z).__name__}.")
 
 
-def _discrete(energy: Callable, z: torch.Tensor, beta: float, details: bool):
-    if z.dim() == 0 or z.shape[0] == 0:
+def discrete_free_energy(energy: Callable, z, beta: float, ops: ArrayOps):
+    """The exact free energy over support points ``z`` (dim 0), relative to the minimum energy so that any β is
+    stable; returns ``(F, energies)``. Written once for both backends."""
+    if z.ndim == 0 or z.shape[0] == 0:
         raise ValueError("the discrete support z is empty; pass at least one support point along dim 0.")
     e = energy(z)
-    if not isinstance(e, torch.Tensor) or e.dim() == 0 or e.shape[0] != z.shape[0]:
-        shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+    if not hasattr(e, "shape") or len(e.shape) == 0 or e.shape[0] != z.shape[0]:
+        shape = tuple(e.shape) if hasattr(e, "shape") else type(e).__name__
         raise ValueError(
             f"energy(z) must return shape (len(z), *batch) = ({z.shape[0]}, ...), got {shape}: put the support "
             "dimension first (e.g. ((x - centres[:, None]) ** 2).sum(-1))."
         )
-    if bool(torch.isnan(e).any()):
+    if bool(np.isnan(ops.to_numpy(e)).any()):
         raise ValueError("energy(z) has NaN entries; the free energy would be NaN.")
+    low = ops.amin(e, 0)
     if math.isinf(beta):
-        value = e.min(0).values
-    else:
-        value = -torch.logsumexp(-beta * e, 0) / beta
-    return (value, {"energies": e}) if details else value
+        return low, e
+    return low - ops.logsumexp(-beta * (e - low), 0) / beta, e
 
 
-def _shape(s) -> torch.Size:
-    return torch.Size([s]) if isinstance(s, int) else torch.Size(s)
-
-
-def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed, details):
+def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed):
     if not sites:
         raise ValueError("z is an empty dict; name at least one continuous latent, e.g. {'z': 2}.")
-    if method not in ("laplace", "importance"):
-        raise ValueError(f"unknown method {method!r}; choose 'laplace' or 'importance'.")
-    shapes = {k: _shape(v) for k, v in sites.items()}
+    shapes = {k: torch.Size([v]) if isinstance(v, int) else torch.Size(v) for k, v in sites.items()}
     dtype = energy_dtype(energy)
     # probe: unbatched zeros broadcast against x give the batch shape
     probe = energy(**{k: torch.zeros(s, dtype=dtype) for k, s in shapes.items()})
     if not isinstance(probe, torch.Tensor):
         raise TypeError(f"the energy must return a tensor, got {type(probe).__name__}.")
-    batch = probe.shape
+    batch, device = probe.shape, probe.device
     sizes = [s.numel() for s in shapes.values()]
-    d = sum(sizes)
+    d, n = sum(sizes), max(1, batch.numel())
 
     def unpack(u: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = torch.split(u, sizes, dim=-1)
+        parts = torch.split(u.reshape(batch + (d,)), sizes, dim=-1)
         return {k: p.reshape(batch + s) for (k, s), p in zip(shapes.items(), parts)}
 
     def batched(u: torch.Tensor) -> torch.Tensor:
         e = energy(**unpack(u))
         if e.shape != batch:
             raise ValueError(f"the energy returned shape {tuple(e.shape)} where the batch shape {tuple(batch)} is due.")
-        return e
+        return e.reshape(n)
 
-    start = torch.zeros(batch + (d,), dtype=dtype)
+    start = torch.zeros(batch + (d,), dtype=dtype, device=device)
     if init is not None:
-        start = torch.cat([torch.as_tensor(init[k], dtype=dtype).expand(batch + s).reshape(batch + (-1,))
+        start = torch.cat([torch.as_tensor(init[k], dtype=dtype, device=device).expand(batch + s).reshape(batch + (-1,))
                            for k, s in shapes.items()], -1)
-    tol = (1e-9 if dtype == torch.float64 else 1e-4) if tol is None else tol
-    res = minimize(lambda u: batched(u.reshape(batch + (d,))).sum(), start.reshape(-1).detach(), steps=steps,
-                   tol=tol, desc="free energy (minimisation)")
-    u_star = res.u.reshape(batch + (d,)).detach()
-    info_out = {"z_star": unpack(u_star)}
-    u_tilde, H = _newton_point(batched, u_star)
-    if math.isinf(beta):
-        if H is None:  # singular curvature: the envelope theorem still gives exact first derivatives
-            u_tilde = u_star
-        value = batched(u_tilde)
-        return (value, info_out) if details else value
-    if H is None or bool((torch.linalg.cholesky_ex(H.detach()).info != 0).any()):
-        raise InferenceError(
-            "free_energy: the Hessian at the minimum is not positive definite for some batch element(s): a "
-            "saddle or a flat direction of the latent, where Laplace does not apply. Use a discrete support, "
-            "or β = inf."
-        )
-    # curvature at the Newton point, with its graph: log det H moves with z* as well as with θ
-    H = _hessian(batched, u_tilde, create_graph=True)[1]
-    logdet = torch.linalg.slogdet(H)[1]
-    log_z = -beta * batched(u_tilde) + 0.5 * d * math.log(2 * math.pi / beta) - 0.5 * logdet
-    info_out["log_det_hessian"] = logdet.detach()
-    if method == "importance":
-        log_z, ess = _importance(batched, u_tilde, H, beta, num_samples, resolve_seed(seed))
-        info_out["ess"] = ess
-    value = -log_z / beta
-    return (value, info_out) if details else value
+    value, info = continuous_free_energy(batched, start.reshape(n, d), beta, ops=TORCH, method=method,
+                                         num_samples=num_samples, steps=steps, tol=tol, seed=seed)
+    details = {"z_star": unpack(info["u_star"]), "log_det_hessian": info.get("log_det_hessian")}
+    if details["log_det_hessian"] is not None:
+        details["log_det_hessian"] = details["log_det_hessian"].reshape(batch)
+    if "ess" in info:
+        details["ess"] = info["ess"].reshape(batch)
+    return value.reshape(batch), details
 
 
-def _hessian(batched: Callable, u: torch.Tensor, create_graph: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient and per-element Hessian blocks (*batch, d, d) of the energy: d backward passes, any batch size
-    (latents are independent across the batch, so the Hessian of the sum is block diagonal)."""
-    with torch.enable_grad():
-        if not u.requires_grad:
-            u = u.requires_grad_(True)
-        g = torch.autograd.grad(batched(u).sum(), u, create_graph=True)[0]
-        cols = [torch.autograd.grad(g[..., j].sum(), u, create_graph=create_graph, retain_graph=True)[0]
-                for j in range(u.shape[-1])]
-    H = torch.stack(cols, -1)
-    return g, 0.5 * (H + H.transpose(-1, -2))
+def continuous_free_energy(batched: Callable, start, beta: float, *, ops: ArrayOps, method: str = "laplace",
+                           num_samples: int = 1000, steps: int = 500, tol: float | None = None,
+                           seed: int | None = None):
+    r"""The free energy of ``N`` independent continuous latents, written once for both backends.
 
-
-def _newton_point(batched: Callable, u_star: torch.Tensor):
-    r"""One Newton step from the detached minimiser: :math:`\tilde z = z^* - H^{-1}\nabla E`.
-
-    Numerically :math:`\tilde z = z^*` (the gradient vanishes there), but as a function of the energy's
-    parameters it carries the implicit derivative :math:`dz^*/d\theta = -H^{-1}\partial_\theta\nabla_z E`,
-    which makes first and second derivatives of :math:`E(\tilde z)` those of :math:`\min_z E`.
-    Returns ``(u_tilde, H)``, with ``H`` None where it is singular.
+    ``batched(u)`` maps ``(N, d)`` to energies ``(N,)``. Each row is minimised on its own (:func:`minimize`, with
+    per-row Newton verification); then, at the minimiser :math:`z^*` and its Hessian :math:`H`, one Newton step
+    :math:`\tilde z = z^* - H^{-1}\nabla E` (numerically :math:`z^*`, but carrying the implicit derivative
+    :math:`dz^*/d\theta`) gives exact gradients with respect to what the energy closes over. Returns
+    ``(F (N,), info)`` with ``u_star`` and, at finite β, ``log_det_hessian`` (and ``ess`` for importance sampling).
     """
-    u0 = u_star.detach().requires_grad_(True)
-    g, H = _hessian(batched, u0, create_graph=True)
-    try:
-        step = torch.linalg.solve(H, g.unsqueeze(-1)).squeeze(-1)
-    except RuntimeError:  # singular
-        return u_star, None
-    return u0 - step, H
+    if method not in ("laplace", "importance"):
+        raise ValueError(f"unknown method {method!r}; choose 'laplace' or 'importance'.")
+    res = minimize(ops.value_and_grad(batched), ops.detach(start), ops=ops, hessian=lambda u: ops.hessian(batched, u),
+                   steps=steps, tol=tol, desc="free energy (minimisation)")
+    failed = ~np.isin(res.status, ("converged", "stalled")) if math.isinf(beta) else res.status != "converged"
+    if math.isinf(beta):
+        failed &= res.status != "indefinite"  # a flat minimum is still the minimum value
+    failed |= (res.status == "stalled") & (res.distance > 1e-2)
+    if failed.any():
+        rows = np.flatnonzero(failed)
+        kinds = ", ".join(f"{k}: {int((res.status[rows] == k).sum())}" for k in np.unique(res.status[rows]))
+        raise InferenceError(
+            f"free_energy: the minimisation over the latent failed for {len(rows)} of {len(res.status)} batch "
+            f"element(s) (flat indices {rows[:8].tolist()}{' ...' if len(rows) > 8 else ''}; {kinds}). Pass `init` "
+            "closer to the minimum, raise `steps`, or check the energy there; a non-positive-definite curvature "
+            "means Laplace does not apply: use a discrete support or beta = inf."
+        )
+    u_star = ops.detach(res.u)
+    g, H = ops.grad_and_hessian(batched, u_star)
+    info = {"u_star": u_star}
+    if math.isinf(beta):
+        # where the curvature is singular, z* itself: the envelope theorem still gives exact first derivatives
+        L, ok = ops.cholesky(H)
+        ok = ops.asarray(ops.to_numpy(ok), u_star) > 0.5
+        safe = ops.where(ok[:, None, None], L, ops.eye(H.shape[-1], u_star))
+        step = ops.cho_solve(safe, g[..., None])[..., 0]
+        return batched(u_star - ops.where(ok[:, None], step, step * 0)), info
+    u_tilde = u_star - positive_definite(H, ops, what="free_energy").solve(g)
+    _, H_tilde = ops.grad_and_hessian(batched, u_tilde)  # the curvature moves with z* as well as with θ
+    curvature = positive_definite(H_tilde, ops, what="free_energy")
+    d = u_star.shape[-1]
+    logdet = curvature.logdet_precision()
+    e_tilde = batched(u_tilde)
+    log_z = -beta * e_tilde + 0.5 * d * math.log(2 * math.pi / beta) - 0.5 * logdet
+    info["log_det_hessian"] = ops.detach(logdet)
+    if method == "importance":
+        log_z, info["ess"] = _importance(batched, u_tilde, curvature, beta, num_samples, resolve_seed(seed), ops)
+    return -log_z / beta, info
 
 
-def _importance(batched, loc, H, beta, n, seed):
+def _importance(batched, loc, curvature, beta, n, seed, ops):
     r"""log Z by importance sampling from the Laplace Gaussian :math:`\mathcal N(z^*, (\beta H)^{-1})`."""
-    precision_chol = torch.linalg.cholesky(beta * H)  # L Lᵀ = βH, so draws are z* + L⁻ᵀ ε
-    with seeded(seed):
-        eps = torch.randn((n,) + loc.shape, dtype=loc.dtype)
-    offset = torch.linalg.solve_triangular(precision_chol.transpose(-1, -2), eps.unsqueeze(-1), upper=True)
-    draws = loc + offset.squeeze(-1)
     d = loc.shape[-1]
-    log_q = (-0.5 * (eps**2).sum(-1) - 0.5 * d * math.log(2 * math.pi)
-             + torch.log(torch.diagonal(precision_chol, dim1=-2, dim2=-1)).sum(-1))
-    log_w = -beta * torch.stack([batched(draws[i]) for i in range(n)]) - log_q
-    log_z = torch.logsumexp(log_w, 0) - math.log(n)
-    w = torch.softmax(log_w.detach(), 0)
-    return log_z, 1.0 / (w**2).sum(0)
+    eps = ops.normal(seed, (n,) + tuple(loc.shape), ops.detach(loc))
+    draws = loc + curvature.sample(eps) / math.sqrt(beta)
+    log_q = (-0.5 * ops.sum(eps * eps, -1) - 0.5 * d * math.log(2 * math.pi)
+             + 0.5 * (curvature.logdet_precision() + d * math.log(beta)))
+    log_w = -beta * ops.stack([batched(draws[i]) for i in range(n)]) - log_q
+    log_z = ops.logsumexp(log_w, 0) - math.log(n)
+    w = ops.exp(ops.detach(log_w - ops.logsumexp(log_w, 0)))
+    return log_z, 1.0 / ops.sum(w * w, 0)
 
 
 def profile(model: Callable, sites: str | list[str], beta: float = float("inf"), **options) -> Callable:
@@ -249,15 +249,18 @@ def profile(model: Callable, sites: str | list[str], beta: float = float("inf"),
     """
     import pyro
     import pyro.poutine as poutine
+    from pyro.poutine.util import site_is_subsample
 
     names = [sites] if isinstance(sites, str) else list(sites)
     beta = check_beta(beta, allow_zero=False, allow_inf=True)
+    warm: dict = {}  # the last inner minimiser: the next evaluation, a nearby outer point, starts there
 
     def profiled(*args, **kwargs):
-        with poutine.block():
+        with poutine.block(), pyro.validation_enabled(False):
             proto = poutine.trace(model).get_trace(*args, **kwargs)
         latent = {k: n for k, n in proto.nodes.items()
-                  if n["type"] == "sample" and not n["is_observed"] and not n["infer"].get("is_auxiliary")}
+                  if n["type"] == "sample" and not n["is_observed"] and not n["infer"].get("is_auxiliary")
+                  and not site_is_subsample(n)}
         missing = [k for k in names if k not in latent]
         if missing:
             raise ValueError(f"profile: {missing} are not latent sites of the model (latent sites: {list(latent)}).")
@@ -265,8 +268,13 @@ def profile(model: Callable, sites: str | list[str], beta: float = float("inf"),
             if latent[k]["fn"].support.is_discrete or not _is_real(latent[k]["fn"].support):
                 raise ValueError(f"profile: site '{k}' must be continuous on the reals to be minimised or "
                                  "marginalised out; sum a discrete latent out with free_energy on its support.")
-        # the remaining latents keep their support and shape; all of the log density goes into one factor
-        values = {k: pyro.sample(k, n["fn"].mask(False)) for k, n in latent.items() if k not in names}
+        # the remaining latents keep their support and shape (plate dimensions become event dimensions); all of the
+        # log density goes into one factor
+        values = {}
+        for k, n in latent.items():
+            if k not in names:
+                fn = n["fn"]
+                values[k] = pyro.sample(k, fn.to_event(len(fn.batch_shape)).mask(False))
 
         def energy(**z):
             with poutine.block():
@@ -274,8 +282,14 @@ def profile(model: Callable, sites: str | list[str], beta: float = float("inf"),
             return -tr.log_prob_sum()
 
         shapes = {k: tuple(latent[k]["value"].shape) for k in names}
-        init = {k: latent[k]["value"].detach() for k in names}
-        F = free_energy(energy, shapes, beta, init=options.pop("init", init), **options)
+        init = options.get("init") or (dict(warm) if warm else {k: latent[k]["value"].detach() for k in names})
+        inner = {k: v for k, v in options.items() if k != "init"}
+        try:
+            F, details = free_energy(energy, shapes, beta, init=init, return_details=True, **inner)
+        except InferenceError:  # no inner minimum here: zero density (inside a sampler, a rejected proposal)
+            F = torch.tensor(float("inf"))
+        else:
+            warm.update({k: v.detach() for k, v in details["z_star"].items()})
         pyro.factor("profile_" + "_".join(names), -F)
 
     return profiled

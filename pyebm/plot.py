@@ -60,13 +60,15 @@ def landscape(energy, bounds, *, beta: float | None = None, num: int = 200, ax=N
 
 
 def _flat_draws(post, n: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    from .infer.result import _element_labels
+    from .inference.approximations import to_numpy
+    from .inference.result import element_labels
 
-    draws = post.sample(n, seed=seed)
+    # MCMC: every stored draw (at most n of them); others: n fresh draws
+    draws = post.sample(min(n, post.approximation.total), seed=seed) if post.is_mcmc else post.sample(n, seed=seed)
     cols, labels = [], []
     for name, v in draws.items():
-        cols.append(v.reshape(n, -1).detach().double().numpy())
-        labels += _element_labels(name, tuple(v.shape[1:]))
+        cols.append(to_numpy(v).reshape(v.shape[0], -1).astype(np.float64))
+        labels += element_labels(name, tuple(v.shape[1:]))
     return np.concatenate(cols, axis=1), labels
 
 

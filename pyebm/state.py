@@ -15,15 +15,18 @@ import numpy as np
 import pyro
 import torch
 
-__all__ = ["seeded", "isolated_param_store", "resolve_seed"]
+__all__ = ["seeded", "isolated_param_store", "resolve_seed", "copy_param_state"]
 
 
 def resolve_seed(seed: int | None) -> int:
-    """The seed to use: ``seed`` itself, or a fresh one from the OS (not from the global RNG)."""
+    """The seed to use: ``seed`` itself (an int in [0, 2**64)), or a fresh one from the OS (not from the global
+    RNG)."""
     if seed is None:
         return secrets.randbits(31)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed must lie in [0, 2**64), got {seed}.")
     return int(seed)
 
 
@@ -32,7 +35,9 @@ def seeded(seed: int) -> Iterator[None]:
     """Seed Python, NumPy and torch for the block, then restore their previous states."""
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     try:
-        pyro.set_rng_seed(seed)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)  # NumPy's legacy seeding takes 32 bits
         yield
     finally:
         random.setstate(py_state)
@@ -40,14 +45,21 @@ def seeded(seed: int) -> Iterator[None]:
         torch.set_rng_state(torch_state)
 
 
+def copy_param_state(state: dict) -> dict:
+    """A deep copy of a Pyro param-store state (its tensors cloned: optimisers update them in place)."""
+    params = {k: v.detach().clone().requires_grad_(v.requires_grad) for k, v in state["params"].items()}
+    return {"params": params, "constraints": dict(state["constraints"])}
+
+
 @contextmanager
 def isolated_param_store(state: dict | None = None) -> Iterator[None]:
-    """Run the block on an empty Pyro param store (or one holding ``state``), then put the caller's back."""
+    """Run the block on an empty Pyro param store (or one holding a copy of ``state``), then put the caller's
+    back, untouched."""
     store = pyro.get_param_store()
     saved = store.get_state()
     store.clear()
     if state is not None:
-        store.set_state(state)
+        store.set_state(copy_param_state(state))
     try:
         yield
     finally:

@@ -14,7 +14,8 @@ except ImportError as err:  # pragma: no cover - exercised by a test that hides 
 from . import energies
 from .energy import EnergyModel, energy_factor, model_from_energy
 from .handlers import temper
-from .infer import HMC, MAP, NUTS, SVI, Laplace, infer
+from ..inference import HMC, MAP, NUTS, SVI, Laplace
+from .inference import infer
 from .latent import free_energy
 
 __all__ = [

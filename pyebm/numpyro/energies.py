@@ -11,7 +11,7 @@ import numpy as np
 from jax.nn import logsumexp
 
 from .. import energies as torch_zoo
-from ..infer.approximations import to_numpy
+from ..inference.approximations import to_numpy
 
 __all__ = ["Gaussian", "Banana", "DoubleWell", "Ring", "Funnel", "GaussianMixture"]
 

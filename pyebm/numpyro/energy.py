@@ -12,7 +12,7 @@ import numpyro.distributions as dist
 from numpyro.primitives import _PYRO_STACK, plate
 
 from ..diagnostics import NonFiniteEnergyError, check_beta
-from ..energy import ENERGY_FACTOR_KEY, _as_shape, plate_batch_shape, resolve_sites
+from ..energy import ENERGY_FACTOR_KEY, _as_shape, batch_shape_error, plate_batch_shape, resolve_sites
 
 __all__ = ["energy_factor", "model_from_energy", "EnergyModel", "flat_prior"]
 
@@ -21,26 +21,31 @@ def _plate_shape() -> tuple:
     return plate_batch_shape([(m.dim, m.subsample_size) for m in _PYRO_STACK if isinstance(m, plate) and m.dim is not None])
 
 
+def _enumerated_plate_dims() -> int | None:
+    """Under enumeration (funsor's ``enum`` handler), the dimensions reserved for plates; else None."""
+    for m in reversed(_PYRO_STACK):
+        if getattr(m, "first_available_dim", None) is not None:
+            return -m.first_available_dim - 1
+    return None
+
+
 def energy_factor(name: str, energy, beta: float = 1.0) -> None:
     r"""Add :math:`-\beta E` to a NumPyro model's log joint (the JAX twin of :func:`pyebm.energy_factor`).
 
-    Dtype and shape are checked always; finiteness where the value is concrete (not under ``jit``, where
-    a non-finite energy makes NumPyro's samplers reject the proposal as divergent).
+    Dtype and shape are checked always. A non-finite energy is zero density inside any inference (and under
+    ``jit``, where values are not concrete); called directly, outside every NumPyro handler, it raises.
     """
-    beta = check_beta(beta)
+    beta = check_beta(beta, name=f"beta of energy factor '{name}'")
     if not hasattr(energy, "dtype") or not jnp.issubdtype(energy.dtype, jnp.floating):
         kind = getattr(energy, "dtype", type(energy).__name__)
         raise TypeError(f"energy '{name}' must be a real floating JAX array, got {kind}.")
-    got = tuple(energy.shape)
-    while got and got[0] == 1:
-        got = got[1:]
-    expected = _plate_shape()
-    if got != expected:
-        what = "a scalar" if not expected else f"shape {expected}"
-        raise ValueError(f"energy '{name}' has shape {tuple(energy.shape)} where {what} is due (the batch shape "
-                         "of the site). Reduce event dimensions with .sum(-1), or wrap batch dimensions in a plate.")
-    if not isinstance(energy, jax.core.Tracer) and not bool(np.isfinite(np.asarray(energy)).all()):
-        raise NonFiniteEnergyError(f"energy '{name}' is not finite at the current configuration.")
+    problem = batch_shape_error(name, tuple(energy.shape), _plate_shape(), _enumerated_plate_dims())
+    if problem:
+        raise ValueError(problem)
+    if not _PYRO_STACK and not isinstance(energy, jax.core.Tracer) and not bool(np.isfinite(np.asarray(energy)).all()):
+        raise NonFiniteEnergyError(f"energy '{name}' is not finite at the current configuration. Check the energy "
+                                   "for log(0), division by zero or overflow there.")
+    energy = jnp.where(jnp.isfinite(energy), energy, jnp.inf)
     unit = dist.Unit(-beta * energy)
     numpyro.sample(name, unit, obs=unit.sample(None),
                    infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta})
@@ -56,8 +61,8 @@ class EnergyModel:
     """A NumPyro model made from a JAX energy (see :func:`model_from_energy`)."""
 
     def __init__(self, energy: Callable, sites: Mapping, prior: Mapping | None = None) -> None:
-        self.sites, self.prior, self._positional = resolve_sites(energy, sites, prior, flat_prior, dist.Distribution,
-                                                                 "numpyro")
+        self.sites, self.prior, self.flat, self._positional = resolve_sites(
+            energy, sites, prior, flat_prior, dist.Distribution, "numpyro")
         self.energy = energy
 
     def __call__(self, **ctx):

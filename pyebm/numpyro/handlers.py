@@ -20,6 +20,8 @@ class TemperMessenger(Messenger):
     def process_message(self, msg) -> None:
         if msg["type"] == "sample" and (msg.get("infer") or {}).get(ENERGY_FACTOR_KEY):
             msg["scale"] = self.beta if msg["scale"] is None else msg["scale"] * self.beta
+            msg["infer"] = {**msg["infer"], "beta": check_beta(msg["infer"]["beta"] * self.beta,
+                                                               name="the product of nested tempers' beta")}
 
 
 def temper(model: Callable | None = None, beta: float = 1.0):

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..diagnostics import InferenceError
-from ..infer.registry import register
+from ..inference.registry import register
 from ..samplers import langevin_init, langevin_step
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch", "single", "child_seed",

@@ -23,9 +23,11 @@ from torch import nn
 from torch.func import vmap
 from torch.utils._pytree import tree_leaves
 
+from ..diagnostics import check_beta
 from ..energy import energy_factor
-from ..infer import infer
-from ..infer.result import Posterior
+from ..inference import infer
+from ..inference.registry import resolve_method
+from ..inference.result import Posterior
 from ..state import resolve_seed, seeded
 from .batched import adapt_independent
 from .energies import per_example, resolve_energy
@@ -100,13 +102,19 @@ def adapt(
     fn = Functional(net, trained)
     n = tree_leaves(x)[0].shape[0]
     if independent:
-        name = method if isinstance(method, str) else getattr(method, "name", "")
-        if name not in ("map", "laplace"):
+        runner = resolve_method(method)
+        if runner.name not in ("map", "laplace"):
             raise ValueError(f"independent adaptation supports method 'map' or 'laplace', got {method!r}; run other "
                              "methods per input (independent=False on one example).")
+        unknown = set(options) - {"steps", "tol"}
+        if unknown:
+            raise TypeError(f"unexpected options {sorted(unknown)}; independent adaptation takes steps and tol (or "
+                            "configure the method object, e.g. method=pyebm.MAP(steps=200)).")
+        settings = {"steps": runner.steps, "tol": runner.tol, **options}
+        beta = check_beta(beta)
         flat_scales = fn.flatten({k: torch.full(v.shape, scales[k], dtype=v.dtype) for k, v in trained.items()})
         with seeded(resolve_seed(seed)):
-            post = adapt_independent(fn, x, energy_fn, flat_scales, beta, name == "laplace", **options)
+            post = adapt_independent(fn, x, energy_fn, flat_scales, beta, runner.name == "laplace", **settings)
     else:
         if options:
             raise TypeError(f"unexpected options {sorted(options)}; configure the method object instead "

@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 import torch
 
-from ..infer.approximations import PointMass
-from ..infer.result import Posterior
-from .batched import BlockGaussian
+from ..inference.approximations import Gaussian, PointMass
+from ..inference.curvature import DensePrecision
+from ..inference.result import Posterior
+from ..ops import TORCH
 
 __all__ = ["AdaptationCache"]
 
@@ -34,9 +35,9 @@ class AdaptationCache:
             raise ValueError(f"radius must be >= 0, got {radius}.")
         self.embed, self.radius = embed, float(radius)
         self.keys: torch.Tensor | None = None
-        self.entries: list[tuple[dict, torch.Tensor | None, torch.Tensor | None]] = []
+        self.entries: list[tuple[dict, tuple | None]] = []  # (mode, (loc, precision, its Cholesky factor) or None)
         self.hits = self.misses = 0
-        self._unflatten = None
+        self._layout = None
 
     @property
     def hit_rate(self) -> float:
@@ -58,11 +59,12 @@ class AdaptationCache:
             approx = post.approximation
             for j, i in enumerate(miss.tolist()):
                 mode = {k: v[j] for k, v in post.mode.items()}
-                if isinstance(approx, BlockGaussian):
-                    self.entries.append((mode, approx.loc[j], approx.scale_tril[j]))
-                    self._unflatten = approx.unflatten
-                else:
-                    self.entries.append((mode, None, None))
+                gaussian = None
+                if approx.kind == "gaussian":
+                    s = approx.structure
+                    gaussian = (approx.loc[j], s.precision[j], s.chol[j])
+                    self._layout = approx.layout
+                self.entries.append((mode, gaussian))
                 source[i] = len(self.entries) - 1
             self.keys = z[miss] if self.keys is None else torch.cat([self.keys, z[miss]])
             self._ttt = post.diagnostics.get("ttt")
@@ -71,7 +73,7 @@ class AdaptationCache:
         shapes = {k: v.shape for k, v in mode.items()}
         diagnostics = {"ttt": self._ttt, "cache_source": source}
         if chosen[0][1] is not None:
-            approx = BlockGaussian(torch.stack([c[1] for c in chosen]), torch.stack([c[2] for c in chosen]),
-                                   self._unflatten)
+            loc, precision, chol = (torch.stack(parts) for parts in zip(*(c[1] for c in chosen)))
+            approx = Gaussian(self._layout, loc, DensePrecision(precision, chol, TORCH))
             return Posterior("laplace", approx, site_shapes=shapes, mode=mode, diagnostics=diagnostics)
-        return Posterior("map", PointMass(mode), site_shapes=shapes, mode=mode, diagnostics=diagnostics)
+        return Posterior("map", PointMass(mode, TORCH), site_shapes=shapes, mode=mode, diagnostics=diagnostics)

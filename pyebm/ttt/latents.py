@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, replace_all_batch_norm_modules_
 
+from ..inference.potential import Site
+
 __all__ = ["resolve_latents", "Functional"]
 
 
@@ -57,6 +59,16 @@ class Functional:
     def __call__(self, values: dict[str, torch.Tensor], inputs) -> torch.Tensor:
         args = inputs if isinstance(inputs, tuple) else (inputs,)
         return functional_call(self.net, {**self.fixed, **values}, args)
+
+    # the layout a Gaussian approximation needs: every latent lives on the reals
+    @property
+    def sites(self) -> list[Site]:
+        return [Site(n, tuple(s), tuple(s), None, True) for n, s in self.shapes.items()]
+
+    def constrain(self, u: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.unflatten(u)
+
+    unpack = constrain
 
     # one flat vector <-> a dict of latent values (for the batched optimiser)
     def flatten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -10,7 +10,7 @@ import pyebm
 
 from conftest import gaussian_2d
 
-mcmc = sys.modules["pyebm.infer.mcmc"]
+mcmc = sys.modules["pyebm.inference.mcmc"]
 
 
 def assert_within_mc_error(post, mean, sd, name="x"):

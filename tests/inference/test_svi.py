@@ -31,7 +31,7 @@ def test_full_rank_svi_recovers_the_gaussian(float64):
 
 
 def test_auto_guide_is_diagonal_above_the_threshold(float64):
-    from pyebm.infer.svi import FULL_RANK_MAX_DIM
+    from pyebm.inference.svi import FULL_RANK_MAX_DIM
 
     D = FULL_RANK_MAX_DIM + 1
     e = pyebm.energies.Gaussian(torch.zeros(D), torch.eye(D))

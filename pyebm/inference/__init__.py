@@ -1,4 +1,5 @@
-"""Inference: one front door (:func:`infer`), one result type (:class:`Posterior`), one module per method."""
+"""Inference: one front door (:func:`infer`), one result type (:class:`Posterior`), one module per method, written
+once over a potential (:mod:`pyebm.inference.potential`) with backends as thin adapters."""
 
 from .api import infer
 from .laplace import Laplace

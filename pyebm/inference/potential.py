@@ -1,0 +1,136 @@
+r"""The potential: one object for a model's latent space, whatever the backend.
+
+Every inference algorithm works on :math:`u \in \mathbb{R}^D`, the model's continuous latent sites mapped to the reals
+by their supports' bijections :math:`T` and packed into one vector. The potential is the energy there,
+
+.. math:: U(u) = -\log p(x, T(u)) - \log\left|\det \frac{\partial T}{\partial u}\right| ,
+
+with the Jacobian term for densities (Laplace, SVI, MCMC) and without it for MAP, which minimises the energy of the
+model in its own (constrained) coordinates. A :class:`Potential` holds the site layout, the initial point (its dtype
+and device are the potential's), the array seam of its backend, and batched evaluation ``U(u)`` for ``u`` of shape
+``(B, D)``. Backends build it: :mod:`pyebm.inference.pyro_backend` (on Pyro's ``initialize_model``, or directly from
+an energy model) and :mod:`pyebm.numpyro.backend` (on NumPyro's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from ..ops import ArrayOps
+
+__all__ = ["Site", "Potential"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One continuous latent site: its name, constrained and unconstrained shapes, and the bijection from the reals
+    onto its support (``transform(u) -> x``, with ``log_abs_det_jacobian(u, x)``)."""
+
+    name: str
+    shape: tuple
+    unconstrained_shape: tuple
+    transform: Any
+    on_reals: bool  # the transform is the identity: the site lives on the reals
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.unconstrained_shape:
+            n *= s
+        return n
+
+
+class Potential:
+    """A model's latent space and its potential energy, batched over leading dimensions of ``u``.
+
+    Parameters
+    ----------
+    sites : list of Site
+        The layout of ``u``, in the model's order.
+    init : array (D,)
+        The initial point (unconstrained); the potential's dtype and device are its.
+    ops : ArrayOps
+        The array seam of the backend.
+    evaluate : callable
+        ``evaluate(u (B, D), jacobian: bool) -> (B,)`` energies.
+    batched : bool
+        Whether ``evaluate`` takes all rows at once; otherwise rows are evaluated one by one.
+    refusal : str, optional
+        Why the potential cannot be evaluated (e.g. the model subsamples a plate); the layout stays usable.
+    """
+
+    def __init__(self, sites: list[Site], init, ops: ArrayOps, evaluate: Callable, *, batched: bool,
+                 refusal: str | None = None):
+        if not sites:
+            raise ValueError("the model has no continuous latent sample sites: there is nothing to infer.")
+        self.sites, self.init, self.ops = list(sites), init, ops
+        self._evaluate, self.batched, self.refusal = evaluate, batched, refusal
+        self.dim = sum(s.numel for s in self.sites)
+
+    @property
+    def dtype(self):
+        return self.init.dtype
+
+    def names(self) -> list[str]:
+        return [s.name for s in self.sites]
+
+    def shapes(self) -> dict[str, tuple]:
+        return {s.name: tuple(s.shape) for s in self.sites}
+
+    # --- packing ------------------------------------------------------------------------------------------------
+    def unpack(self, u) -> dict:
+        """Split ``u`` of shape ``(*batch, D)`` into unconstrained values per site."""
+        out, start = {}, 0
+        for s in self.sites:
+            out[s.name] = u[..., start : start + s.numel].reshape(tuple(u.shape[:-1]) + tuple(s.unconstrained_shape))
+            start += s.numel
+        return out
+
+    def pack(self, values: dict, batch: tuple = ()):
+        """The inverse of :meth:`unpack` (unconstrained values, leading ``batch`` dimensions)."""
+        return self.ops.concat([values[s.name].reshape(tuple(batch) + (s.numel,)) for s in self.sites], -1)
+
+    def constrain(self, u) -> dict:
+        """Site values (constrained) of ``u`` of shape ``(*batch, D)``."""
+        return {s.name: s.transform(v) for s, v in zip(self.sites, self.unpack(u).values())}
+
+    def unconstrain(self, values: dict, batch: tuple = ()):
+        """``u`` for constrained site values (leading ``batch`` dimensions)."""
+        return self.pack({s.name: s.transform.inv(values[s.name]) for s in self.sites}, batch)
+
+    def log_abs_det_jacobian(self, u):
+        r""":math:`\log|\det \partial T/\partial u|` per row of ``u`` (shape ``(B, D)``)."""
+        total = self.ops.zeros(u.shape[:1], u)
+        for s, v in zip(self.sites, self.unpack(u).values()):
+            if not s.on_reals:
+                ladj = s.transform.log_abs_det_jacobian(v, s.transform(v))
+                total = total + self.ops.sum(ladj.reshape((u.shape[0], -1)), 1)
+        return total
+
+    # --- evaluation -----------------------------------------------------------------------------------------------
+    def __call__(self, u, jacobian: bool = True):
+        """Energies ``(B,)`` of the rows of ``u`` (``(B, D)``)."""
+        if self.refusal:
+            raise ValueError(self.refusal)
+        if self.batched or u.shape[0] == 1:
+            return self._evaluate(u, jacobian)
+        return self.ops.concat([self._evaluate(u[i : i + 1], jacobian) for i in range(u.shape[0])])
+
+    @cached_property
+    def _value_and_grad(self) -> dict:
+        return {j: self.ops.value_and_grad(lambda u, j=j: self(u, j)) for j in (True, False)}
+
+    def value_and_grad(self, jacobian: bool = True) -> Callable:
+        """``u (B, D) -> (energies (B,), gradients (B, D))``."""
+        return self._value_and_grad[jacobian]
+
+    def hessian(self, u, jacobian: bool = True):
+        """The Hessian of every row, ``(B, D, D)``."""
+        return self.ops.hessian(lambda v: self(v, jacobian), u)
+
+    def hessian_diagonal(self, u, jacobian: bool = True):
+        """The Hessian diagonal of every row, ``(B, D)``, by Hessian-vector products (never a D x D matrix)."""
+        return self.ops.hessian_diagonal(lambda v: self(v, jacobian), u)

@@ -1,0 +1,622 @@
+r"""The Pyro backend: a thin adapter between Pyro models and pyebm's algorithms.
+
+It builds a :class:`~pyebm.inference.potential.Potential` from a Pyro model on Pyro's own ``initialize_model`` (plates,
+``obs=``, constrained supports, enumeration of discrete sites, ``pyro.param`` read from the store), or directly from
+an energy model's closed form (one batched energy call, no trace). It drives Pyro's HMC/NUTS and SVI, and gives a
+:class:`~pyebm.inference.result.Posterior` its model side (:class:`PyroModelView`): deterministic and discrete sites,
+the posterior predictive, pointwise log-likelihoods and observed data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from functools import cached_property
+
+import numpy as np
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.transforms import biject_to
+from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
+from pyro.infer.mcmc.util import initialize_model
+from pyro.poutine.subsample_messenger import _Subsample
+from torch.distributions.transforms import ComposeTransform, IndependentTransform
+
+from ..diagnostics import NonFiniteEnergyError, check_energy, warn
+from ..energy import ENERGY_FACTOR_KEY
+from ..handlers import outside_handlers
+from ..ops import TORCH
+from ..state import isolated_param_store, seeded
+from .potential import Potential, Site
+
+__all__ = ["PyroBackend", "PYRO", "PyroModelView", "learnable_energy_parameters"]
+
+
+def _on_reals(transform) -> bool:
+    t = transform
+    while isinstance(t, IndependentTransform):
+        t = t.base_transform
+    return isinstance(t, ComposeTransform) and not t.parts
+
+
+def _strategy(init, names: list[str] | None = None):
+    """A Pyro init strategy from ``init``: None (the median), a dict of values (checked) or a strategy."""
+    if init is None:
+        return init_to_median
+    if isinstance(init, dict):
+        if names is not None:
+            unknown = sorted(set(init) - set(names))
+            if unknown:
+                raise ValueError(f"init names {unknown}, which are not latent sites of the model ({names}).")
+        return init_to_value(values={k: torch.as_tensor(v) for k, v in init.items()})
+    if callable(init):
+        return init
+    raise TypeError(f"init must be None, a dict of site values or a Pyro init strategy, got {type(init).__name__}.")
+
+
+def _prototype(model, args, kwargs, strategy) -> pyro.poutine.Trace:
+    with poutine.block(), pyro.validation_enabled(False):
+        return poutine.trace(InitMessenger(strategy)(model)).get_trace(*args, **kwargs)
+
+
+def _latent_nodes(trace) -> list[tuple[str, dict]]:
+    return [(name, node) for name, node in trace.nodes.items()
+            if node["type"] == "sample" and not node["is_observed"] and not isinstance(node["fn"], _Subsample)
+            and not node["infer"].get("is_auxiliary")]
+
+
+def subsampled_plates(trace) -> list[str]:
+    """Names of the plates that draw a subsample smaller than their size."""
+    return [name for name, node in trace.nodes.items()
+            if node["type"] == "sample" and isinstance(node["fn"], _Subsample)
+            and node["fn"].subsample_size is not None and node["fn"].subsample_size < node["fn"].size]
+
+
+def _check_init_shapes(init, trace) -> None:
+    if isinstance(init, dict):
+        for k, v in init.items():
+            want = tuple(trace.nodes[k]["value"].shape)
+            if tuple(torch.as_tensor(v).shape) != want:
+                raise ValueError(f"init['{k}'] has shape {tuple(torch.as_tensor(v).shape)}, but site '{k}' has "
+                                 f"shape {want}.")
+
+
+def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) -> Potential:
+    """The potential of any Pyro model, on Pyro's ``initialize_model``: enumerated discrete sites summed out
+    (the β = 1 free energy over them), plates and scales respected, params read from the store."""
+    probe = _prototype(model, args, kwargs, init_to_median)
+    latent = dict(_latent_nodes(probe))
+    continuous = [k for k, n in latent.items() if not n["fn"].support.is_discrete]
+    for k, n in latent.items():
+        if n["fn"].support.is_discrete and not n["fn"].has_enumerate_support:
+            raise ValueError(
+                f"site '{k}' is discrete ({type(n['fn']).__name__}) with no finite support to enumerate. pyebm sums "
+                "discrete latents out by enumeration (the beta = 1 free energy over them); give it a finite support "
+                "(Categorical, Bernoulli, a truncated count) or marginalise it in the model."
+            )
+    strategy = _strategy(init, continuous)
+    _check_init_shapes(init, probe)
+    plates = subsampled_plates(probe)
+    if not continuous:
+        raise ValueError("the model has no continuous latent sample sites: there is nothing to infer"
+                         + (" (its discrete sites are summed out)." if latent else "."))
+    refusal = None
+    if plates:
+        refusal = (f"{what}: this model subsamples plate(s) {plates}: its energy is then a random estimate, which "
+                   "MAP, Laplace and MCMC cannot use. Use method='svi', or the full data (subsample_size=None).")
+        proto = _prototype(model, args, kwargs, strategy)
+        sites = [_site(k, proto.nodes[k], biject_to(proto.nodes[k]["fn"].support)) for k in continuous]
+        values = [s.transform.inv(proto.nodes[s.name]["value"].detach()).reshape(-1) for s in sites]
+        return Potential(sites, torch.cat(values), TORCH, _refused(refusal), batched=False, refusal=refusal)
+    try:
+        with pyro.validation_enabled(False):
+            initial, pe_fn, transforms, proto = initialize_model(
+                model, args, kwargs, init_strategy=strategy, jit_compile=jit_compile, skip_jit_warnings=True)
+    except ValueError as err:
+        if "cannot find valid initial params" not in str(err):
+            raise
+        raise ValueError(
+            f"{what}: the model's energy is not finite at its initial point (nor at 100 draws from the prior): "
+            f"{_nonfinite_sites(model, args, kwargs, strategy)}. Check the energy for log(0), division by zero or "
+            "overflow there, or pass `init` where it is finite."
+        ) from None
+    sites = [_site(k, proto.nodes[k], transforms[k].inv) for k in transforms]
+    u0 = torch.cat([initial[s.name].detach().reshape(-1) for s in sites])
+
+    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        params = {s.name: v for s, v in zip(sites, _unpack(sites, u[0]))}
+        with pyro.validation_enabled(False):
+            value = pe_fn(params)
+        if not jacobian:
+            for s in sites:
+                if not s.on_reals:
+                    value = value + s.transform.log_abs_det_jacobian(params[s.name], s.transform(params[s.name])).sum()
+        return value.reshape(1)
+
+    return Potential(sites, u0, TORCH, evaluate, batched=False)
+
+
+def _refused(message: str):
+    def evaluate(u, jacobian):
+        raise ValueError(message)
+
+    return evaluate
+
+
+def _site(name: str, node: dict, transform) -> Site:
+    value = node["value"].detach()
+    return Site(name, tuple(value.shape), tuple(transform.inv(value).shape), transform, _on_reals(transform))
+
+
+def _unpack(sites: list[Site], u: torch.Tensor) -> list[torch.Tensor]:
+    out, start = [], 0
+    for s in sites:
+        out.append(u[..., start : start + s.numel].reshape(tuple(u.shape[:-1]) + tuple(s.unconstrained_shape)))
+        start += s.numel
+    return out
+
+
+def _nonfinite_sites(model, args, kwargs, strategy) -> str:
+    """Which factors are non-finite at the initial point, for the error message."""
+    trace = _prototype(model, args, kwargs, strategy)
+    with pyro.validation_enabled(False):
+        trace.compute_log_prob()
+    bad = []
+    for name, node in trace.nodes.items():
+        if node["type"] == "sample" and "log_prob" in node and not bool(torch.isfinite(node["log_prob"]).all()):
+            kind = "NaN" if bool(torch.isnan(node["log_prob"]).any()) else "infinite"
+            bad.append(f"'{name}' is {kind}")
+    return "; ".join(bad) if bad else "no single site is non-finite (their sum overflows)"
+
+
+def energy_potential(direct, kwargs: dict, init) -> Potential:
+    """The potential of an energy model from its closed form (:class:`pyebm.energy.DirectEnergy`): one energy call
+    for a whole batch of points where the energy accepts a batch, no Pyro trace."""
+    sites, values = [], []
+    for name, prior in direct.prior.items():
+        transform = biject_to(prior.support)
+        if isinstance(init, dict) and name in init:
+            x = torch.as_tensor(init[name], dtype=_dtype(direct))
+            if tuple(x.shape) != tuple(prior.event_shape):
+                raise ValueError(f"init['{name}'] has shape {tuple(x.shape)}, but site '{name}' has shape "
+                                 f"{tuple(prior.event_shape)}.")
+        elif name in direct.flat:
+            x = torch.zeros(prior.event_shape, dtype=_dtype(direct))
+        else:
+            with torch.no_grad():
+                x = prior.sample((15,)).median(0).values if init is None else prior.sample()
+        u = transform.inv(x)
+        sites.append(Site(name, tuple(x.shape), tuple(u.shape), transform, _on_reals(transform)))
+        values.append(u.reshape(-1))
+    if isinstance(init, dict):
+        unknown = sorted(set(init) - set(direct.prior))
+        if unknown:
+            raise ValueError(f"init names {unknown}, which are not latent sites of the model ({list(direct.prior)}).")
+    u0 = torch.cat(values)
+    batched = _accepts_batches(direct, sites, u0, kwargs)
+
+    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        batch = u.shape[:1]
+        x = {s.name: s.transform(v) for s, v in zip(sites, _unpack(sites, u))}
+        if batched:
+            e = direct(x, **kwargs)
+        else:  # an energy of one point: the Potential hands over one row at a time
+            e = direct({k: v[0] for k, v in x.items()}, **kwargs)
+        check_energy(e, name="energy", expected_shape=batch if batched else (), finite=False)
+        total = e.reshape(batch)
+        for s in sites:
+            if s.name not in direct.flat:
+                total = total - direct.prior[s.name].log_prob(x[s.name]).reshape(batch)
+        if jacobian:
+            total = total - _ladj(sites, u, x)
+        return total
+
+    return Potential(sites, u0, TORCH, evaluate, batched=batched)
+
+
+def _ladj(sites: list[Site], u: torch.Tensor, x: dict) -> torch.Tensor:
+    total = u.new_zeros(u.shape[:1])
+    for s, v in zip(sites, _unpack(sites, u)):
+        if not s.on_reals:
+            total = total + s.transform.log_abs_det_jacobian(v, x[s.name]).reshape(u.shape[0], -1).sum(1)
+    return total
+
+
+def _dtype(direct) -> torch.dtype:
+    """The dtype of the energy model's priors (a flat prior takes the energy's)."""
+    prior = next(iter(direct.prior.values()))
+    try:
+        return prior.mean.dtype
+    except NotImplementedError:
+        return prior.sample().dtype
+
+
+def _accepts_batches(direct, sites: list[Site], u0: torch.Tensor, kwargs: dict) -> bool:
+    """Whether the energy maps a batch of points to one energy each: it returns shape (2,) for two points, and the
+    same values as for each point alone."""
+    u = torch.stack([u0, u0 + 0.1])
+    x = {s.name: s.transform(v) for s, v in zip(sites, _unpack(sites, u))}
+    try:
+        with torch.no_grad():
+            both = direct(x, **kwargs)
+            if not isinstance(both, torch.Tensor) or tuple(both.shape) != (2,):
+                return False
+            one = [direct({k: v[i] for k, v in x.items()}, **kwargs) for i in range(2)]
+        return all(isinstance(o, torch.Tensor) and o.dim() == 0 for o in one) and bool(
+            torch.allclose(both, torch.stack(one), rtol=1e-5, atol=1e-8, equal_nan=True))
+    except Exception:  # noqa: BLE001 - an energy written for one point may fail on a batch in any way
+        return False
+
+
+def learnable_energy_parameters(trace) -> dict[str, list[str]]:
+    r"""Energy-factor sites whose value depends on learnable Pyro params of the model: ``{site: [param names]}``.
+
+    Sites declared ``normalized=True`` are left out. These are the parameters whose optimisation through the
+    ELBO collapses the energy (it ignores their :math:`\log Z(\theta)`).
+    """
+    params = {name: node["value"] for name, node in trace.nodes.items()
+              if node["type"] == "param" and isinstance(node["value"], torch.Tensor) and node["value"].requires_grad}
+    found = {}
+    if not params:
+        return found
+    for name, node in trace.nodes.items():
+        infer = node.get("infer") or {}
+        if node["type"] != "sample" or not infer.get(ENERGY_FACTOR_KEY) or infer.get("normalized"):
+            continue
+        log_factor = node["fn"].log_factor
+        if not log_factor.requires_grad:
+            continue
+        grads = torch.autograd.grad(log_factor.sum(), list(params.values()), allow_unused=True, retain_graph=True)
+        used = [p for p, g in zip(params, grads) if g is not None]
+        if used:
+            found[name] = used
+    return found
+
+
+# --- the model side of a Posterior ------------------------------------------------------------------------------
+class PyroModelView:
+    """What a Posterior needs from its Pyro model: deterministic and discrete sites for given latent draws, the
+    posterior predictive, pointwise log-likelihoods and the observed data.
+
+    The model runs one draw at a time (exact for any model; a vectorised run over draws is only right for models
+    written to broadcast over an extra leading dimension, which cannot be checked), inside the param-store state that
+    inference used and outside the caller's handlers.
+    """
+
+    def __init__(self, model, args, kwargs, params_state: dict):
+        self.model, self.args, self.kwargs, self.params_state = model, tuple(args), dict(kwargs), params_state
+        with self._scope(), poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
+        self.order, self.deterministic, self.discrete, self.observed, self.param_names = [], [], [], [], []
+        self.max_plate_nesting = 0
+        for name, node in trace.nodes.items():
+            if node["type"] == "param":
+                self.param_names.append(name)
+            if node["type"] != "sample" or isinstance(node["fn"], _Subsample):
+                continue
+            for f in node["cond_indep_stack"]:
+                if f.vectorized:
+                    self.max_plate_nesting = max(self.max_plate_nesting, -f.dim)
+            if node["infer"].get("_deterministic"):
+                self.deterministic.append(name)
+                self.order.append(name)
+            elif node["is_observed"]:
+                if not node["infer"].get("is_auxiliary") and not node["infer"].get(ENERGY_FACTOR_KEY):
+                    self.observed.append(name)
+            elif not node["infer"].get("is_auxiliary"):
+                if node["fn"].support.is_discrete:
+                    self.discrete.append(name)
+                self.order.append(name)
+        self.observed_values = {k: trace.nodes[k]["value"].detach() for k in self.observed}
+        self.site_shapes = {k: tuple(trace.nodes[k]["value"].shape) for k in self.order}
+
+    @property
+    def extra_sites(self) -> list[str]:
+        """Sites a latent-space approximation does not hold: deterministic and (summed-out) discrete ones."""
+        return [k for k in self.order if k in self.deterministic or k in self.discrete]
+
+    def _scope(self):
+        return _stack(isolated_param_store(self.params_state), outside_handlers(self.model))
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """The model's Pyro params (constrained values) in the state inference used."""
+        with isolated_param_store(self.params_state):
+            return {k: pyro.param(k).detach().clone() for k in self.param_names}
+
+    def _traces(self, draws: dict, model: Callable | None = None, temperature: float | None = None, args=None,
+                kwargs=None):
+        """One trace per draw of the model conditioned on ``draws`` (each ``(n, *shape)``)."""
+        model = self.model if model is None else model
+        args, kwargs = (self.args if args is None else args), (self.kwargs if kwargs is None else kwargs)
+        n = next(iter(draws.values())).shape[0]
+        run = model
+        if temperature is not None and self.discrete:
+            from pyro.infer import infer_discrete
+
+            run = infer_discrete(model, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
+        with self._scope(), torch.no_grad(), pyro.validation_enabled(False):
+            for i in range(n):
+                data = {k: v[i] for k, v in draws.items()}
+                yield poutine.trace(poutine.condition(run, data=data)).get_trace(*args, **kwargs)
+
+    def complete(self, draws: dict, seed: int, temperature: float = 1.0) -> dict:
+        """``draws`` (continuous latents, ``(n, *shape)``) with the deterministic and discrete sites added, in the
+        model's order. Discrete sites are drawn from their conditional given the continuous ones
+        (``infer_discrete`` at ``temperature``: 1 samples, 0 takes the most probable joint configuration)."""
+        extra = self.extra_sites
+        if not extra:
+            return {k: draws[k] for k in self.order if k in draws}
+        with seeded(seed):
+            values = {k: [] for k in extra}
+            for trace in self._traces(draws, temperature=temperature):
+                for k in extra:
+                    values[k].append(trace.nodes[k]["value"].detach())
+        out = dict(draws)
+        out.update({k: torch.stack(v) for k, v in values.items()})
+        return {k: out[k] for k in self.order if k in out}
+
+    def predictive(self, draws: dict, seed: int, model=None, args=None, kwargs=None) -> dict:
+        """Observed and deterministic sites of ``model`` run on each draw (observed sites sampled anew)."""
+        model = self.model if model is None else model
+        with self._scope(), poutine.block(), pyro.validation_enabled(False):
+            proto = poutine.trace(model).get_trace(*(self.args if args is None else args),
+                                                   **(self.kwargs if kwargs is None else kwargs))
+        names = [k for k, n in proto.nodes.items() if n["type"] == "sample" and not isinstance(n["fn"], _Subsample)
+                 and ((n["is_observed"] and not n["infer"].get("is_auxiliary")) or n["infer"].get("_deterministic"))]
+        with seeded(seed):
+            values = {k: [] for k in names}
+            latent = {k: v for k, v in draws.items() if k not in self.deterministic}
+            for trace in self._traces(latent, model=poutine.uncondition(model), args=args, kwargs=kwargs):
+                for k in names:
+                    values[k].append(trace.nodes[k]["value"].detach())
+        return {k: torch.stack(v) for k, v in values.items()}
+
+    def log_likelihood(self, draws: dict) -> dict:
+        """Pointwise log-likelihood of every observed site, ``(n, *batch shape)``, for each draw."""
+        latent = {k: v for k, v in draws.items() if k not in self.deterministic}
+        values = {k: [] for k in self.observed}
+        for trace in self._traces(latent):
+            for k in self.observed:
+                node = trace.nodes[k]
+                values[k].append(node["fn"].log_prob(node["value"]).detach())
+        return {k: torch.stack(v) for k, v in values.items()}
+
+    def observed_data(self) -> dict:
+        return dict(self.observed_values)
+
+
+@contextlib.contextmanager
+def _stack(*managers):
+    with contextlib.ExitStack() as stack:
+        for m in managers:
+            stack.enter_context(m)
+        yield
+
+
+# --- drivers: Pyro's HMC/NUTS and SVI over the potential ---------------------------------------------------------
+class _CappedHMC(pyro.infer.HMC):
+    """Pyro's HMC with at most ``MAX_LEAPFROG`` leapfrog steps per draw (a collapsed step size cannot hang it)."""
+
+    capped_at: float | None = None
+
+    @property
+    def num_steps(self) -> int:
+        from .mcmc import MAX_LEAPFROG
+
+        raw = max(1, int(self.trajectory_length / self.step_size))
+        if raw > MAX_LEAPFROG:
+            self.capped_at = self.step_size
+            return MAX_LEAPFROG
+        return raw
+
+
+def _kernel(method, potential_fn: Callable):
+    common = {"potential_fn": potential_fn, "target_accept_prob": method.target_accept, "full_mass": method.full_mass}
+    if method.name == "nuts":
+        return pyro.infer.NUTS(max_tree_depth=method.max_tree_depth, **common)
+    if method.num_steps is not None:
+        return _CappedHMC(step_size=method.step_size, num_steps=method.num_steps, **common)
+    return _CappedHMC(step_size=method.step_size, trajectory_length=method.trajectory_length, **common)
+
+
+def run_mcmc(method, potential: Potential, seed: int, progress: bool):
+    """Chains of Pyro's HMC/NUTS, one after another, over the potential: unconstrained draws (chain, draw, D),
+    divergences and acceptance rates per chain."""
+    from pyro.infer import MCMC
+
+    def potential_fn(params: dict) -> torch.Tensor:
+        return potential(potential.pack(params, ())[None], True)[0]
+
+    kernel = _kernel(method, potential_fn)
+    draws, divergences, accept = [], [], []
+    for chain in range(method.num_chains):
+        start = potential.init if method.init is not None else _uniform_start(potential, chain)
+        mcmc = MCMC(kernel, num_samples=method.num_samples, warmup_steps=method.warmup_steps, num_chains=1,
+                    disable_progbar=not progress, initial_params=potential.unpack(start))
+        mcmc.run()
+        samples = mcmc.get_samples()
+        draws.append(potential.pack(samples, (method.num_samples,)).detach())
+        diag = mcmc.diagnostics()
+        divergences.append(list(diag.get("divergences", {}).get("chain 0", [])))
+        accept.append(float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))
+    extra = {}
+    if getattr(kernel, "capped_at", None) is not None:
+        from .mcmc import MAX_LEAPFROG
+
+        warn(f"HMC: the adapted step size ({kernel.capped_at:.3g}) would need more than {MAX_LEAPFROG} "
+                      f"leapfrog steps for trajectory_length {method.trajectory_length}; capped at {MAX_LEAPFROG}, "
+                      "which shortens the trajectory. The energy is very steep: rescale it, or use NUTS.")
+        extra["leapfrog_capped"] = True
+    return torch.stack(draws), divergences, accept, extra
+
+
+def _uniform_start(potential: Potential, chain: int, tries: int = 100) -> torch.Tensor:
+    """Pyro's ``init_to_uniform`` in the unconstrained space: uniform in (-2, 2), redrawn where the energy is not
+    finite (at most ``tries`` times)."""
+    for _ in range(tries):
+        u = torch.rand(potential.dim, dtype=potential.dtype, device=potential.init.device) * 4 - 2
+        value = potential(u[None], True)
+        if bool(torch.isfinite(value).all()):
+            return u
+    kind = "NaN" if bool(torch.isnan(value).any()) else "infinite"
+    raise NonFiniteEnergyError(
+        f"MCMC: the energy is {kind} at {tries} uniform starting points of chain {chain} in (-2, 2) (unconstrained), "
+        f"the last {potential.constrain(u)}. Check the energy for log(0), division by zero or overflow there, or "
+        "pass `init` where it is finite.")
+
+
+class GuideDraws:
+    """A user-supplied Pyro guide: draws from running it on its trained parameters (``params``, a param-store state),
+    moments from a fixed-seed batch."""
+
+    kind = "guide"
+    num_moment_draws = 4000
+
+    def __init__(self, guide: Callable, names: list[str], args: tuple, kwargs: dict, params: dict):
+        self.guide, self.names, self.args, self.kwargs, self.params = guide, names, args, kwargs, params
+
+    def sample(self, n: int, seed: int) -> dict:
+        out: dict[str, list] = {k: [] for k in self.names}
+        with seeded(seed), torch.no_grad(), isolated_param_store(self.params):
+            for _ in range(n):
+                trace = poutine.trace(self.guide).get_trace(*self.args, **self.kwargs)
+                for k in self.names:
+                    out[k].append(trace.nodes[k]["value"].detach())
+        return {k: torch.stack(v) for k, v in out.items()}
+
+    @cached_property
+    def _draws(self) -> dict:
+        return self.sample(self.num_moment_draws, seed=0)
+
+    def mean(self) -> dict:
+        return {k: v.mean(0) for k, v in self._draws.items()}
+
+    def std(self) -> dict:
+        return {k: v.std(0) for k, v in self._draws.items()}
+
+    def ordered(self, group_by_chain: bool) -> None:
+        return None
+
+
+def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int, progress: bool):
+    """Pyro's SVI: the default Gaussian guide (started at ``start = (loc, structure)`` where given), or the user's
+    guide; ``TraceEnum_ELBO`` where the model has discrete sites to sum out. Returns the approximation, the losses
+    and the guide's name."""
+    from pyro.infer import SVI as PyroSVI
+    from pyro.infer import Trace_ELBO, TraceEnum_ELBO, config_enumerate
+    from pyro.infer.autoguide import AutoDiagonalNormal, AutoMultivariateNormal
+    from tqdm import tqdm
+
+    from .approximations import Gaussian
+    from .curvature import DenseCovariance, Diagonal
+
+    view = PyroModelView(model, args, kwargs, pyro.get_param_store().get_state())
+    discrete = view.discrete
+    name = method.auto_guide(potential.dim)
+    loc, structure = start
+    if name is None:
+        guide, label = method.guide, getattr(method.guide, "__name__", type(method.guide).__name__)
+    else:
+        label = name
+        guide_model = poutine.block(model, hide=discrete) if discrete else model
+        init_loc = (init_to_value(values={k: v.detach() for k, v in potential.constrain(loc).items()})
+                    if loc is not None else _strategy(method.init))
+        cls = AutoMultivariateNormal if name == "multivariate_normal" else AutoDiagonalNormal
+        guide = cls(guide_model, init_loc_fn=init_loc, init_scale=method.init_scale)
+        with torch.no_grad():
+            guide(*args, **kwargs)  # sets the guide up (its parameters exist from here on)
+        if guide.latent_dim != potential.dim:
+            raise RuntimeError(f"internal: the guide has {guide.latent_dim} dimensions, the potential {potential.dim}.")
+        if structure is not None:
+            _start_guide(guide, loc, structure)
+    optim = method.optimizer or pyro.optim.ClippedAdam({"lr": method.lr, "lrd": method.lr_decay ** (1.0 / method.steps)})
+    particles = {"num_particles": method.num_particles, "vectorize_particles": method.vectorize_particles}
+    if discrete:
+        elbo = TraceEnum_ELBO(max_plate_nesting=view.max_plate_nesting, **particles)
+        svi = PyroSVI(config_enumerate(model), guide, optim, elbo)
+    else:
+        svi = PyroSVI(model, guide, optim, Trace_ELBO(**particles))
+    losses = []
+    with tqdm(range(method.steps), desc="SVI", disable=not progress, leave=False) as bar:
+        for step in bar:
+            with pyro.validation_enabled(False):
+                loss = svi.step(*args, **kwargs)
+            losses.append(loss)
+            if not np.isfinite(loss):
+                break
+            if step % 50 == 0:
+                bar.set_postfix(elbo=f"{-loss:.6g}")
+    if name is None:
+        return GuideDraws(guide, potential.names(), args, kwargs, pyro.get_param_store().get_state()), losses, label
+    with torch.no_grad():
+        q = guide.get_posterior()
+        if name == "multivariate_normal":
+            shape = DenseCovariance(q.scale_tril.detach().clone(), TORCH)
+        else:
+            shape = Diagonal(q.base_dist.scale.detach().clone() ** 2, TORCH)
+        approximation = Gaussian(potential, q.mean.detach().clone(), shape)
+    return approximation, losses, label
+
+
+def _start_guide(guide, loc: torch.Tensor, structure) -> None:
+    """Put the Gaussian guide at the Laplace solution: mean ``loc``, covariance ``structure``."""
+    from pyro.nn import PyroParam
+
+    with torch.no_grad():
+        guide.loc = torch.nn.Parameter(loc.detach().clone())
+        if hasattr(guide, "scale_tril"):
+            L = torch.linalg.cholesky(structure.covariance())
+            d = L.diagonal()
+            guide.scale = PyroParam(d.clone(), guide.scale_constraint)
+            guide.scale_tril = PyroParam(L / d[:, None], guide.scale_tril_constraint)
+        else:
+            guide.scale = PyroParam(structure.variance().sqrt().clone(), guide.scale_constraint)
+
+
+class PyroBackend:
+    """Everything pyebm's methods need from Pyro, in one place."""
+
+    name = "pyro"
+    ops = TORCH
+
+    @contextlib.contextmanager
+    def session(self, model: Callable, seed: int):
+        """Seeds, the caller's param store (a copy: the caller's is restored afterwards) and the caller's handlers
+        applied to the model (see :func:`pyebm.handlers.outside_handlers`)."""
+        with seeded(seed), isolated_param_store(pyro.get_param_store().get_state()), outside_handlers(model) as m:
+            yield m
+
+    def seed_scope(self, seed: int):
+        return seeded(seed)
+
+    # --- potentials ------------------------------------------------------------------------------------------------
+    def potential(self, model: Callable, args: tuple, kwargs: dict, *, init=None, jit_compile: bool = False,
+                  what: str = "inference", seed: int = 0) -> Potential:
+        """The potential of ``model(*args, **kwargs)``; ``init`` (a dict of site values or a Pyro init strategy,
+        default ``init_to_median``) gives its initial point (drawn from the session's seeded RNG: ``seed`` is for
+        backends without a global one)."""
+        closed_form = not (jit_compile or args or (callable(init) and not isinstance(init, dict)))
+        direct = getattr(model, "direct", None) if closed_form else None
+        if direct is not None:
+            return energy_potential(direct, kwargs, init)
+        return traced_potential(model, args, kwargs, init, jit_compile, what)
+
+    def model_view(self, model, args, kwargs, potential: Potential | None) -> PyroModelView:
+        return PyroModelView(model, args, kwargs, pyro.get_param_store().get_state())
+
+    def mcmc(self, method, potential: Potential, seed: int, progress: bool):
+        return run_mcmc(method, potential, seed, progress)
+
+    def svi(self, method, model, args, kwargs, potential: Potential, start, seed: int, progress: bool):
+        return run_svi(method, model, args, kwargs, potential, start, seed, progress)
+
+    def learnable_energy_parameters(self, model, args, kwargs) -> dict[str, list[str]]:
+        with poutine.block(), pyro.validation_enabled(False):
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        return learnable_energy_parameters(trace)
+
+
+#: the Pyro backend
+PYRO = PyroBackend()
