@@ -75,7 +75,7 @@ class ArrayOps:
 
 
 #: elements of a chunk of Hessian-vector products held at once (chunk = budget // D directions)
-HVP_BUDGET = 2**24
+HVP_BUDGET = 2**22
 
 
 def _chunk(dim: int, chunk: int | None) -> int:
@@ -173,25 +173,31 @@ class TorchOps(ArrayOps):
 
         return vg
 
-    def _hvps(self, fn, u, directions):
-        """Hessian-vector products of every row along each of ``directions`` (k, B, D): (k, B, D)."""
+    def _hvp(self, fn, u):
+        """A function of directions ``(k, B, D)`` giving the Hessian-vector products of every row along each: the
+        gradient's graph is built once and reused for every batch of directions."""
         with torch.enable_grad():
             u = u.detach().requires_grad_(True)
             (g,) = torch.autograd.grad(fn(u).sum(), u, create_graph=True)
-            try:
-                (hv,) = torch.autograd.grad(g, u, grad_outputs=directions, is_grads_batched=True)
-            except RuntimeError:  # an operation without a batching rule: one backward pass per direction
-                hv = torch.stack([torch.autograd.grad(g, u, grad_outputs=v, retain_graph=True)[0] for v in directions])
-        return hv.detach()
+
+        def products(directions):
+            with torch.enable_grad():
+                try:
+                    (hv,) = torch.autograd.grad(g, u, grad_outputs=directions, is_grads_batched=True,
+                                                retain_graph=True)
+                except RuntimeError:  # an operation without a batching rule: one backward pass per direction
+                    hv = torch.stack([torch.autograd.grad(g, u, grad_outputs=v, retain_graph=True)[0]
+                                      for v in directions])
+            return hv.detach()
+
+        return products
 
     def hessian(self, fn, u, chunk=None):
         B, D = u.shape
         size = _chunk(D, chunk)
         eye = torch.eye(D, dtype=u.dtype, device=u.device)
-        cols = []
-        for start in range(0, D, size):
-            basis = eye[start : start + size, None, :].expand(-1, B, D)
-            cols.append(self._hvps(fn, u, basis))
+        products = self._hvp(fn, u)
+        cols = [products(eye[start : start + size, None, :].expand(-1, B, D)) for start in range(0, D, size)]
         H = torch.cat(cols).permute(1, 2, 0)  # (B, D, D): column j is H e_j
         return 0.5 * (H + H.transpose(1, 2))
 
@@ -199,12 +205,16 @@ class TorchOps(ArrayOps):
         B, D = u.shape
         size = _chunk(D, chunk)
         out = torch.empty_like(u)
+        products = self._hvp(fn, u)
+        basis = torch.zeros((size, B, D), dtype=u.dtype, device=u.device)
+        rows = torch.arange(size, device=u.device)
         for start in range(0, D, size):
-            idx = torch.arange(start, min(D, start + size), device=u.device)
-            basis = torch.zeros((len(idx), B, D), dtype=u.dtype, device=u.device)
-            basis[torch.arange(len(idx)), :, idx] = 1.0
-            hv = self._hvps(fn, u, basis)
-            out[:, idx] = hv[torch.arange(len(idx)), :, idx].T
+            k = min(size, D - start)
+            idx = torch.arange(start, start + k, device=u.device)
+            basis[rows[:k], :, idx] = 1.0
+            hv = products(basis[:k])
+            basis[rows[:k], :, idx] = 0.0
+            out[:, idx] = hv[rows[:k], :, idx].T
         return out
 
     def grad_and_hessian(self, fn, u):

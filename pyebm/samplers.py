@@ -23,7 +23,8 @@ import torch
 
 from .diagnostics import InferenceError, check_beta
 
-__all__ = ["LangevinState", "LangevinInfo", "langevin_init", "langevin_step", "sample_langevin", "ReplayBuffer"]
+__all__ = ["LangevinState", "LangevinInfo", "langevin_init", "langevin_step", "sample_langevin", "run_chains",
+           "ReplayBuffer"]
 
 
 class LangevinState(NamedTuple):
@@ -120,6 +121,21 @@ def langevin_step(
     return new, LangevinInfo(acceptance, accept)
 
 
+def run_chains(step: Callable, state, steps: int, *, describe: Callable[[int, int], str]):
+    """Drive any kernel ``step(state) -> (state, info)`` over a batch of chains (chains on the leading axis of
+    ``state.position``) for ``steps`` steps, stopping with an InferenceError (worded by ``describe(step, bad_chains)``)
+    the first time a chain's energy or position is non-finite. Returns the final state and the infos."""
+    infos = []
+    for j in range(1, steps + 1):
+        state, info = step(state)
+        infos.append(info)
+        position = state.position.reshape(state.position.shape[0], -1)
+        bad = ~(torch.isfinite(state.energy) & torch.isfinite(position).all(1))
+        if bool(bad.any()):
+            raise InferenceError(describe(j, int(bad.sum())))
+    return state, infos
+
+
 def sample_langevin(
     energy: Callable, position: torch.Tensor, steps: int, step_size: float, *, seed: int | None = None, **options
 ) -> tuple[LangevinState, dict]:
@@ -128,22 +144,19 @@ def sample_langevin(
     ``options`` go to :func:`langevin_step`."""
     from .state import resolve_seed
 
-    generator = torch.Generator().manual_seed(resolve_seed(seed))
+    generator = torch.Generator(device=position.device).manual_seed(resolve_seed(seed))
     state = langevin_init(energy, position)
     if not bool(torch.isfinite(state.energy).all()):
         raise ValueError("the energy is not finite at the initial positions of some chains.")
-    acceptance = []
-    for step in range(1, steps + 1):
-        state, info = langevin_step(state, energy, step_size, generator=generator, **options)
-        bad = ~(torch.isfinite(state.energy) & torch.isfinite(state.position.reshape(len(state.energy), -1)).all(1))
-        if bool(bad.any()):
-            raise InferenceError(
-                f"Langevin: at step {step}, {int(bad.sum())} chain(s) reached a non-finite energy or position "
+
+    def describe(step: int, bad: int) -> str:
+        return (f"Langevin: at step {step}, {bad} chain(s) reached a non-finite energy or position "
                 f"(step_size={step_size}). The step is too large for the energy's curvature, or the energy is "
-                "unbounded below there: lower step_size, clip gradients (grad_clip) or bound the positions (bounds)."
-            )
-        acceptance.append(float(info.acceptance.mean()))
-    return state, {"acceptance": acceptance}
+                "unbounded below there: lower step_size, clip gradients (grad_clip) or bound the positions (bounds).")
+
+    state, infos = run_chains(lambda st: langevin_step(st, energy, step_size, generator=generator, **options), state,
+                              steps, describe=describe)
+    return state, {"acceptance": [float(info.acceptance.mean()) for info in infos]}
 
 
 class ReplayBuffer:

@@ -115,7 +115,9 @@ def minimize(
             run.adam(steps, 0.05 if lr is None else lr)
         H = None
         if hessian is not None and u0.shape[1] <= DENSE_LIMIT:
-            H = run.newton(hessian, min(newton_steps, max(steps - run.iterations, 0)))
+            # L-BFGS shares `steps` with the polish; Adam's steps are its own
+            budget = newton_steps if optimizer == "adam" else min(newton_steps, max(steps - run.iterations, 0))
+            H = run.newton(hessian, budget)
         elif optimizer == "adam":
             done = run.ok() & (np.abs(ops.to_numpy(run.g)).max(1) <= tol)
             run.status[done] = "converged"
@@ -246,68 +248,39 @@ class _Run:
         """A step along ``d`` for every row in ``rows``: weak Wolfe, with Hager–Zhang's approximate decrease test
         where energy differences are at round-off. Returns the new rows, which rows moved and which ran away."""
         ops = self.ops
-        f0, slope0 = ops.to_numpy(self.f).astype(np.float64), ops.to_numpy(slope).astype(np.float64)
-        dnorm = np.linalg.norm(ops.to_numpy(d), axis=1)
-        unorm = np.linalg.norm(ops.to_numpy(self.u), axis=1)
-        noise = self._noise(f0)
-        t = np.where(rows, 1.0, 0.0)  # the direction's scale is L-BFGS's (the first: unit length)
-        lo, hi = np.zeros_like(t), np.full_like(t, np.inf)
-        dlo, dhi, flo = slope0.copy(), np.full_like(t, np.nan), f0.copy()
+        f0 = ops.to_numpy(self.f).astype(np.float64)
+        bracket = _Bracket(f0, ops.to_numpy(slope).astype(np.float64), self._noise(f0), np.where(rows, 1.0, 0.0))
+        # a step this long runs away: the parameters would end RUNAWAY times farther out than they are
         searching = rows.copy()
-        moved, unbounded = np.zeros_like(rows), np.zeros_like(rows)
+        moved, short_any, unbounded = np.zeros_like(rows), np.zeros_like(rows), np.zeros_like(rows)
         u_new, f_new, g_new = self.u, self.f, self.g
-        fallback = np.zeros_like(rows)  # rows with an accepted-decrease point that failed the curvature test
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            return self._search(d, rows, max_evals, c1, c2, f0, slope0, dnorm, unorm, noise, t, lo, hi, dlo, dhi,
-                                flo, searching, moved, unbounded, u_new, f_new, g_new, fallback)
-
-    def _search(self, d, rows, max_evals, c1, c2, f0, slope0, dnorm, unorm, noise, t, lo, hi, dlo, dhi, flo,
-                searching, moved, unbounded, u_new, f_new, g_new, fallback):
-        ops = self.ops
-        for _ in range(max_evals):
-            if not searching.any():
-                break
-            trial = self.u + self.ops.asarray(t, self.u)[:, None] * d
-            ft, gt = self.vg(trial)
-            self.evaluations += 1
-            ftn, dphi = ops.to_numpy(ft).astype(np.float64), ops.to_numpy(ops.sum(gt * d, 1)).astype(np.float64)
-            finite = np.isfinite(ftn) & np.isfinite(dphi)
-            decrease = finite & ((ftn <= f0 + c1 * t * slope0) | ((ftn <= f0 + noise) & (dphi <= -0.8 * slope0)))
-            curvature = dphi >= c2 * slope0
-            accept = searching & decrease & curvature
-            short = searching & decrease & ~curvature
-            keep = accept | short
-            if keep.any():
-                mask = self._mask(keep)
-                u_new = ops.where(mask[:, None], trial, u_new)
-                f_new = ops.where(mask, ft, f_new)
-                g_new = ops.where(mask[:, None], gt, g_new)
-            moved |= accept
-            fallback |= short
-            searching &= ~accept
-            far = searching & ~decrease
-            # brackets: too far (no decrease, or non-finite) shrinks from above; too short (still steep) from below
-            hi = np.where(far, t, hi)
-            dhi = np.where(far, np.where(finite, dphi, np.nan), dhi)
-            lo = np.where(short, t, lo)
-            dlo = np.where(short, dphi, dlo)
-            flo = np.where(short, ftn, flo)
-            runaway = short & (t * dnorm > RUNAWAY * (1.0 + unorm)) & np.isinf(hi)
-            unbounded |= runaway
-            searching &= ~runaway
-            # next trial step
-            width = hi - lo
-            secant = lo - dlo * width / (dhi - dlo)
-            inside = np.isfinite(secant) & (dhi > 0) & (secant > lo + 0.1 * width) & (secant < hi - 0.1 * width)
-            # backtracking from the first trial: a quadratic fit through f(0), f'(0) and f(t), kept in [0.1 t, 0.5 t]
-            curv = ftn - f0 - slope0 * t
-            quad = np.where(np.isfinite(curv) & (curv > 0), -slope0 * t * t / (2 * np.where(curv > 0, curv, 1.0)), 0.1 * t)
-            backtrack = np.clip(quad, 0.1 * t, 0.5 * t)
-            bracketed = np.where(inside, secant, lo + 0.5 * width)
-            nxt = np.where(np.isinf(hi), 4.0 * t, np.where((lo == 0) & far, backtrack, bracketed))
-            t = np.where(searching, nxt, t)
-        moved |= fallback  # a lower energy without the curvature condition still moves the row
-        return u_new, f_new, g_new, moved & ~unbounded, unbounded
+            reach = (RUNAWAY * (1.0 + np.linalg.norm(ops.to_numpy(self.u), axis=1))
+                     / np.linalg.norm(ops.to_numpy(d), axis=1))
+            for _ in range(max_evals):
+                if not searching.any():
+                    break
+                trial = self.u + ops.asarray(bracket.t, self.u)[:, None] * d
+                ft, gt = self.vg(trial)
+                self.evaluations += 1
+                ftn, dphi = ops.to_numpy(ft).astype(np.float64), ops.to_numpy(ops.sum(gt * d, 1)).astype(np.float64)
+                decrease, curvature = bracket.tests(ftn, dphi, c1, c2)
+                accept = searching & decrease & curvature
+                short = searching & decrease & ~curvature  # lower, but still steep: a fallback, and a lower bracket
+                keep = accept | short
+                if keep.any():
+                    mask = self._mask(keep)
+                    u_new = ops.where(mask[:, None], trial, u_new)
+                    f_new = ops.where(mask, ft, f_new)
+                    g_new = ops.where(mask[:, None], gt, g_new)
+                moved |= accept
+                short_any |= short
+                searching &= ~accept
+                runaway = short & np.isinf(bracket.hi) & (bracket.t > reach)
+                unbounded |= runaway
+                searching &= ~runaway
+                bracket.advance(searching, decrease, short, ftn, dphi)
+        return u_new, f_new, g_new, (moved | short_any) & ~unbounded, unbounded
 
     # --- Adam --------------------------------------------------------------------------------------------------
     def adam(self, steps: int, lr: float, b1: float = 0.9, b2: float = 0.999) -> None:
@@ -388,3 +361,41 @@ class _Run:
         return MinimizeResult(self.u, self.f, self.g, self.status, self.distance, self.iterations, self.evaluations,
                               self.history, H, self.tol)
 
+
+class _Bracket:
+    """Per-row step lengths of a weak-Wolfe search: ``lo`` (lower, but still descending steeply) and ``hi`` (too far:
+    no decrease, or non-finite), with the directional derivatives there; ``t`` is the next trial."""
+
+    def __init__(self, f0: np.ndarray, slope0: np.ndarray, noise: np.ndarray, t: np.ndarray):
+        self.f0, self.slope0, self.noise, self.t = f0, slope0, noise, t
+        self.lo, self.hi = np.zeros_like(t), np.full_like(t, np.inf)
+        self.dlo, self.dhi = slope0.copy(), np.full_like(t, np.nan)
+
+    def tests(self, f: np.ndarray, dphi: np.ndarray, c1: float, c2: float) -> tuple[np.ndarray, np.ndarray]:
+        """Sufficient decrease (Armijo, or approximately at round-off: derivative well below the start's slope
+        magnitude and the energy within noise of the start) and the weak-Wolfe curvature condition."""
+        finite = np.isfinite(f) & np.isfinite(dphi)
+        armijo = f <= self.f0 + c1 * self.t * self.slope0
+        approximate = (f <= self.f0 + self.noise) & (dphi <= -0.8 * self.slope0)
+        return finite & (armijo | approximate), dphi >= c2 * self.slope0
+
+    def advance(self, searching: np.ndarray, decrease: np.ndarray, short: np.ndarray, f: np.ndarray,
+                dphi: np.ndarray) -> None:
+        t = self.t
+        far = searching & ~decrease
+        self.hi = np.where(far, t, self.hi)
+        self.dhi = np.where(far, np.where(np.isfinite(dphi), dphi, np.nan), self.dhi)
+        self.lo = np.where(short, t, self.lo)
+        self.dlo = np.where(short, dphi, self.dlo)
+        lo, hi, width = self.lo, self.hi, self.hi - self.lo
+        # inside a bracket: the secant root of the derivative, kept off the ends; else bisection
+        secant = lo - self.dlo * width / (self.dhi - self.dlo)
+        inside = np.isfinite(secant) & (self.dhi > 0) & (secant > lo + 0.1 * width) & (secant < hi - 0.1 * width)
+        bracketed = np.where(inside, secant, lo + 0.5 * width)
+        # backtracking from the first trial: a quadratic through f(0), f'(0) and f(t), kept in [0.1 t, 0.5 t]
+        curv = f - self.f0 - self.slope0 * t
+        quad = np.where(np.isfinite(curv) & (curv > 0), -self.slope0 * t * t / (2 * np.where(curv > 0, curv, 1.0)),
+                        0.1 * t)
+        backtrack = np.clip(quad, 0.1 * t, 0.5 * t)
+        nxt = np.where(np.isinf(hi), 4.0 * t, np.where((lo == 0) & far, backtrack, bracketed))
+        self.t = np.where(searching, nxt, t)

@@ -60,15 +60,19 @@ class Potential:
         Whether ``evaluate`` takes all rows at once; otherwise rows are evaluated one by one.
     refusal : str, optional
         Why the potential cannot be evaluated (e.g. the model subsamples a plate); the layout stays usable.
+    potential_fn : callable, optional
+        The same potential (Jacobian included) of one point given as a dict of unconstrained site values, the form
+        the backend's own kernels take; by default :meth:`__call__` on the packed point.
     """
 
     def __init__(self, sites: list[Site], init, ops: ArrayOps, evaluate: Callable, *, batched: bool,
-                 refusal: str | None = None):
+                 refusal: str | None = None, potential_fn: Callable | None = None):
         if not sites:
             raise ValueError("the model has no continuous latent sample sites: there is nothing to infer.")
         self.sites, self.init, self.ops = list(sites), init, ops
         self._evaluate, self.batched, self.refusal = evaluate, batched, refusal
         self.dim = sum(s.numel for s in self.sites)
+        self.potential_fn = potential_fn or (lambda params: self(self.pack(params)[None], True)[0])
 
     @property
     def dtype(self):

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from functools import cached_property
 
 import numpy as np
-
 import pyro
 import pyro.poutine as poutine
 import torch
@@ -135,7 +134,11 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
                     value = value + s.transform.log_abs_det_jacobian(params[s.name], s.transform(params[s.name])).sum()
         return value.reshape(1)
 
-    return Potential(sites, u0, TORCH, evaluate, batched=False)
+    def potential_fn(params: dict) -> torch.Tensor:
+        with pyro.validation_enabled(False):
+            return pe_fn(params)
+
+    return Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn)
 
 
 def _refused(message: str):
@@ -197,31 +200,28 @@ def energy_potential(direct, kwargs: dict, init) -> Potential:
     u0 = torch.cat(values)
     batched = _accepts_batches(direct, sites, u0, kwargs)
 
-    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
-        batch = u.shape[:1]
-        x = {s.name: s.transform(v) for s, v in zip(sites, _unpack(sites, u))}
-        if batched:
-            e = direct(x, **kwargs)
-        else:  # an energy of one point: the Potential hands over one row at a time
-            e = direct({k: v[0] for k, v in x.items()}, **kwargs)
-        check_energy(e, name="energy", expected_shape=batch if batched else (), finite=False)
-        total = e.reshape(batch)
+    def terms(us: dict, batch: tuple, jacobian: bool) -> torch.Tensor:
+        """The potential at unconstrained site values ``us`` with leading ``batch`` dimensions (one point: ())."""
+        x = {s.name: s.transform(us[s.name]) for s in sites}
+        e = direct(x, **kwargs)
+        check_energy(e, name="energy", expected_shape=batch, finite=False)
+        total = e
         for s in sites:
             if s.name not in direct.flat:
-                total = total - direct.prior[s.name].log_prob(x[s.name]).reshape(batch)
-        if jacobian:
-            total = total - _ladj(sites, u, x)
+                total = total - direct.prior[s.name].log_prob(x[s.name])
+            if jacobian and not s.on_reals:
+                ladj = s.transform.log_abs_det_jacobian(us[s.name], x[s.name])
+                total = total - ladj.reshape(batch + (-1,)).sum(-1)
         return total
 
-    return Potential(sites, u0, TORCH, evaluate, batched=batched)
+    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        if batched:
+            return terms(dict(zip(direct.prior, _unpack(sites, u))), tuple(u.shape[:1]), jacobian)
+        # an energy of one point: the Potential hands over one row at a time
+        return terms(dict(zip(direct.prior, _unpack(sites, u[0]))), (), jacobian).reshape(1)
 
-
-def _ladj(sites: list[Site], u: torch.Tensor, x: dict) -> torch.Tensor:
-    total = u.new_zeros(u.shape[:1])
-    for s, v in zip(sites, _unpack(sites, u)):
-        if not s.on_reals:
-            total = total + s.transform.log_abs_det_jacobian(v, x[s.name]).reshape(u.shape[0], -1).sum(1)
-    return total
+    return Potential(sites, u0, TORCH, evaluate, batched=batched,
+                     potential_fn=lambda params: terms(params, (), True))
 
 
 def _dtype(direct) -> torch.dtype:
@@ -426,10 +426,7 @@ def run_mcmc(method, potential: Potential, seed: int, progress: bool):
     divergences and acceptance rates per chain."""
     from pyro.infer import MCMC
 
-    def potential_fn(params: dict) -> torch.Tensor:
-        return potential(potential.pack(params, ())[None], True)[0]
-
-    kernel = _kernel(method, potential_fn)
+    kernel = _kernel(method, potential.potential_fn)
     draws, divergences, accept = [], [], []
     for chain in range(method.num_chains):
         start = potential.init if method.init is not None else _uniform_start(potential, chain)
@@ -467,7 +464,7 @@ def _uniform_start(potential: Potential, chain: int, tries: int = 100) -> torch.
         "pass `init` where it is finite.")
 
 
-class GuideDraws:
+class PyroGuideApproximation:
     """A user-supplied Pyro guide: draws from running it on its trained parameters (``params``, a param-store state),
     moments from a fixed-seed batch."""
 
@@ -549,7 +546,7 @@ def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int,
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{-loss:.6g}")
     if name is None:
-        return GuideDraws(guide, potential.names(), args, kwargs, pyro.get_param_store().get_state()), losses, label
+        return PyroGuideApproximation(guide, potential.names(), args, kwargs, pyro.get_param_store().get_state()), losses, label
     with torch.no_grad():
         q = guide.get_posterior()
         if name == "multivariate_normal":

@@ -11,10 +11,10 @@ except ImportError as err:  # pragma: no cover - exercised by a test that hides 
         "pyebm.numpyro needs JAX and NumPyro, which are an optional extra: pip install 'pyro-ebm[numpyro]'"
     ) from err
 
+from ..inference import HMC, MAP, NUTS, SVI, Laplace
 from . import energies
 from .energy import EnergyModel, energy_factor, model_from_energy
 from .handlers import temper
-from ..inference import HMC, MAP, NUTS, SVI, Laplace
 from .inference import infer
 from .latent import free_energy
 

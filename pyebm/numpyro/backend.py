@@ -91,7 +91,7 @@ def numpyro_potential(model, args, kwargs, init, seed_value: int, what: str) -> 
     return Potential(sites, u0, JAX, lambda u, jacobian: with_jac(u) if jacobian else without(u), batched=True)
 
 
-class JaxGuide:
+class NumPyroGuideApproximation:
     """A NumPyro guide with its trained parameters; moments from a fixed-seed batch of draws."""
 
     kind = "guide"
@@ -257,7 +257,7 @@ class NumPyroBackend:
         result = svi.run(_key(seed_value), steps, *args, progress_bar=progress, init_params=init_params, **kwargs)
         losses = np.asarray(result.losses)
         if name is None:
-            return JaxGuide(guide, result.params, args, kwargs), losses, label
+            return NumPyroGuideApproximation(guide, result.params, args, kwargs), losses, label
         if name == "multivariate_normal":
             shape = DenseCovariance(result.params["auto_scale_tril"], JAX)
         else:

@@ -9,9 +9,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..diagnostics import InferenceError
 from ..inference.registry import register
-from ..samplers import langevin_init, langevin_step
+from ..samplers import langevin_init, langevin_step, run_chains
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch", "single", "child_seed",
            "global_rng_from"]
@@ -132,18 +131,18 @@ class LangevinOptions:
         if self.k < 1:
             raise ValueError(f"k must be >= 1 Langevin steps, got {self.k}.")
         net = energy if isinstance(energy, nn.Module) else nn.Module()
+
+        def describe(step: int, bad: int) -> str:
+            return (f"Langevin step {step} of {self.k} made {bad} negative(s) non-finite (step_size={self.step_size}): "
+                    "lower step_size, set grad_clip, or add a confining term to the energy (it may be unbounded "
+                    "below).")
+
+        def step(state):
+            return langevin_step(state, energy, self.step_size, noise_scale=self.noise_scale,
+                                 grad_clip=self.grad_clip, metropolis=self.metropolis, generator=generator)
+
         with frozen(net):
-            state = langevin_init(energy, x0)
-            for j in range(1, self.k + 1):
-                state, _ = langevin_step(state, energy, self.step_size, noise_scale=self.noise_scale,
-                                         grad_clip=self.grad_clip, metropolis=self.metropolis, generator=generator)
-                bad = ~(torch.isfinite(state.energy) & torch.isfinite(state.position.flatten(1)).all(1))
-                if bool(bad.any()):
-                    raise InferenceError(
-                        f"Langevin step {j} of {self.k} made {int(bad.sum())} negative(s) non-finite "
-                        f"(step_size={self.step_size}): lower step_size, set grad_clip, or add a confining term "
-                        "to the energy (it may be unbounded below)."
-                    )
+            state, _ = run_chains(step, langevin_init(energy, x0), self.k, describe=describe)
         return state.position.detach()
 
     def evaluations(self, n: int) -> int:
