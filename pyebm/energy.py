@@ -139,37 +139,30 @@ def plate_batch_shape(frames: list[tuple[int, int]]) -> tuple:
     return tuple(shape)
 
 
-def batch_shape_error(name: str, shape: tuple, expected: tuple, enumerated: int | None) -> str | None:
-    """The message for an energy of ``shape`` where the plates imply ``expected``, or None when it fits.
+def batch_shape_error(name: str, shape: tuple, frames: list[tuple[int, int]], enumerating: bool) -> str | None:
+    """The message for an energy of ``shape`` inside plates ``frames`` (``(dim, size)`` pairs), or None when it fits.
 
-    Outside enumeration, leading ones aside, the shape must be the plates' batch shape. Under enumeration (``enumerated``
-    the number of dimensions reserved for plates), as for ``pyro.factor``: dimensions left of the plates' region are
-    enumeration dimensions of any size; inside it, a plate's dimension has the plate's size and the others size one.
+    Leading ones aside, the shape must be the plates' batch shape. Under enumeration (``enumerating``), as for
+    ``pyro.factor``, enumeration dimensions of any size may appear where no plate is, and a plate's dimension may
+    be 1 (the energy does not vary along it) or the plate's size.
     """
-    if enumerated is None:
+    expected = plate_batch_shape(frames)
+    if not enumerating:
         got = tuple(shape)
         while got and got[0] == 1:
             got = got[1:]
         if got == tuple(expected):
             return None
-    else:
-        right = tuple(shape)[len(shape) - enumerated:] if enumerated else ()
-        padded = (1,) * (enumerated - len(right)) + right
-        want = (1,) * (enumerated - len(expected)) + tuple(expected)
-        if len(expected) <= enumerated and padded == want:
-            return None
+    elif all(-dim > len(shape) or shape[dim] in (1, size) for dim, size in frames):
+        return None
     what = "a scalar" if len(expected) == 0 else f"shape {tuple(expected)}"
     return (f"energy '{name}' has shape {tuple(shape)} where {what} is due (the batch shape of the enclosing plates"
-            f"{', enumeration dimensions aside' if enumerated is not None else ''}). Reduce per-element energies "
+            f"{', enumeration dimensions aside' if enumerating else ''}). Reduce per-element energies "
             "with .sum(-1) over event dimensions, or wrap batch dimensions in pyro.plate.")
 
 
-def _enumerated_plate_dims() -> int | None:
-    """Under enumeration, the number of dimensions reserved for plates (``max_plate_nesting``); else None."""
-    for m in reversed(_PYRO_STACK):
-        if isinstance(m, EnumMessenger) and m.first_available_dim is not None:
-            return -m.first_available_dim - 1
-    return None
+def _plate_frames() -> list[tuple[int, int]]:
+    return [(f.dim, f.size) for f in get_plates() if f.vectorized]
 
 
 def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normalized: bool = False) -> None:
@@ -206,8 +199,8 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
     """
     beta = check_beta(beta, name="beta of energy factor '" + name + "'")
     check_energy(energy, name=name, finite=not _PYRO_STACK)
-    expected = _plate_shape()
-    problem = batch_shape_error(name, tuple(energy.shape), expected, _enumerated_plate_dims())
+    enumerating = any(isinstance(m, EnumMessenger) for m in _PYRO_STACK)
+    problem = batch_shape_error(name, tuple(energy.shape), _plate_frames(), enumerating)
     if problem:
         raise ValueError(problem)
     if not bool(torch.isfinite(energy).all()):
@@ -219,11 +212,6 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
         obs=unit.sample(),
         infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta, "normalized": bool(normalized)},
     )
-
-
-def _plate_shape() -> tuple:
-    """Batch shape implied by the enclosing ``pyro.plate`` contexts."""
-    return plate_batch_shape([(f.dim, f.size) for f in get_plates() if f.vectorized])
 
 
 def flat_prior(shape: Shape, dtype: torch.dtype | None = None) -> dist.TorchDistribution:

@@ -120,16 +120,16 @@ def discrete_free_energy(energy: Callable, z, beta: float, ops: ArrayOps):
     return low - ops.logsumexp(-beta * (e - low), 0) / beta, e
 
 
-def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed):
+def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed, like=None):
+    """``like``: a tensor with the energy's batch shape, dtype and device when known (else the energy is probed)."""
     if not sites:
         raise ValueError("z is an empty dict; name at least one continuous latent, e.g. {'z': 2}.")
     shapes = {k: torch.Size([v]) if isinstance(v, int) else torch.Size(v) for k, v in sites.items()}
-    dtype = energy_dtype(energy)
-    # probe: unbatched zeros broadcast against x give the batch shape
-    probe = energy(**{k: torch.zeros(s, dtype=dtype) for k, s in shapes.items()})
-    if not isinstance(probe, torch.Tensor):
-        raise TypeError(f"the energy must return a tensor, got {type(probe).__name__}.")
-    batch, device = probe.shape, probe.device
+    if like is None:  # probe: unbatched zeros broadcast against x give the batch shape
+        like = energy(**{k: torch.zeros(s, dtype=energy_dtype(energy)) for k, s in shapes.items()})
+        if not isinstance(like, torch.Tensor):
+            raise TypeError(f"the energy must return a tensor, got {type(like).__name__}.")
+    batch, device, dtype = like.shape, like.device, like.dtype
     sizes = [s.numel() for s in shapes.values()]
     d, n = sum(sizes), max(1, batch.numel())
 
@@ -254,40 +254,52 @@ def profile(model: Callable, sites: str | list[str], beta: float = float("inf"),
     names = [sites] if isinstance(sites, str) else list(sites)
     beta = check_beta(beta, allow_zero=False, allow_inf=True)
     warm: dict = {}  # the last inner minimiser: the next evaluation, a nearby outer point, starts there
+    layouts: dict = {}  # per call (the same argument objects): the model's structure, traced once
+
+    def layout(args, kwargs):
+        key = tuple(map(id, args)) + tuple((k, id(v)) for k, v in sorted(kwargs.items()))
+        if key not in layouts:
+            with poutine.block(), pyro.validation_enabled(False):
+                proto = poutine.trace(model).get_trace(*args, **kwargs)
+            latent = {k: n for k, n in proto.nodes.items()
+                      if n["type"] == "sample" and not n["is_observed"] and not n["infer"].get("is_auxiliary")
+                      and not site_is_subsample(n)}
+            missing = [k for k in names if k not in latent]
+            if missing:
+                raise ValueError(f"profile: {missing} are not latent sites of the model (latent sites: "
+                                 f"{list(latent)}).")
+            for k in names:
+                if latent[k]["fn"].support.is_discrete or not _is_real(latent[k]["fn"].support):
+                    raise ValueError(f"profile: site '{k}' must be continuous on the reals to be minimised or "
+                                     "marginalised out; sum a discrete latent out with free_energy on its support.")
+            # the remaining latents keep their support and shape (plate dimensions become event dimensions)
+            kept = {k: n["fn"].to_event(len(n["fn"].batch_shape)).mask(False) for k, n in latent.items()
+                    if k not in names}
+            start = {k: latent[k]["value"].detach() for k in names}
+            like = -proto.log_prob_sum().detach()
+            layouts.clear()  # one entry: a new call replaces the last (and the arguments it holds)
+            layouts[key] = (args, kwargs, kept, start, like)
+        return layouts[key][2:]
 
     def profiled(*args, **kwargs):
-        with poutine.block(), pyro.validation_enabled(False):
-            proto = poutine.trace(model).get_trace(*args, **kwargs)
-        latent = {k: n for k, n in proto.nodes.items()
-                  if n["type"] == "sample" and not n["is_observed"] and not n["infer"].get("is_auxiliary")
-                  and not site_is_subsample(n)}
-        missing = [k for k in names if k not in latent]
-        if missing:
-            raise ValueError(f"profile: {missing} are not latent sites of the model (latent sites: {list(latent)}).")
-        for k in names:
-            if latent[k]["fn"].support.is_discrete or not _is_real(latent[k]["fn"].support):
-                raise ValueError(f"profile: site '{k}' must be continuous on the reals to be minimised or "
-                                 "marginalised out; sum a discrete latent out with free_energy on its support.")
-        # the remaining latents keep their support and shape (plate dimensions become event dimensions); all of the
-        # log density goes into one factor
-        values = {}
-        for k, n in latent.items():
-            if k not in names:
-                fn = n["fn"]
-                values[k] = pyro.sample(k, fn.to_event(len(fn.batch_shape)).mask(False))
+        kept, start, like = layout(args, kwargs)
+        values = {k: pyro.sample(k, d) for k, d in kept.items()}  # all of the log density goes into one factor
 
         def energy(**z):
             with poutine.block():
                 tr = poutine.trace(poutine.condition(model, data={**values, **z})).get_trace(*args, **kwargs)
             return -tr.log_prob_sum()
 
-        shapes = {k: tuple(latent[k]["value"].shape) for k in names}
-        init = options.get("init") or (dict(warm) if warm else {k: latent[k]["value"].detach() for k in names})
-        inner = {k: v for k, v in options.items() if k != "init"}
+        shapes = {k: tuple(v.shape) for k, v in start.items()}
+        init = options.get("init") or (dict(warm) if warm else start)
+        inner = {"method": "laplace", "num_samples": 1000, "steps": 100, "tol": None, "seed": None,
+                 **{k: v for k, v in options.items() if k != "init"}}
         try:
-            F, details = free_energy(energy, shapes, beta, init=init, return_details=True, **inner)
+            with torch.enable_grad():
+                F, details = _continuous(energy, shapes, beta, init=init, like=like, **inner)
         except InferenceError:  # no inner minimum here: zero density (inside a sampler, a rejected proposal)
-            F = torch.tensor(float("inf"))
+            # still a function of the outer latents, so that a sampler can take its (zero) gradient
+            F = float("inf") + sum(0.0 * v.sum() for v in values.values())
         else:
             warm.update({k: v.detach() for k, v in details["z_star"].items()})
         pyro.factor("profile_" + "_".join(names), -F)

@@ -181,6 +181,8 @@ class TorchOps(ArrayOps):
             (g,) = torch.autograd.grad(fn(u).sum(), u, create_graph=True)
 
         def products(directions):
+            if not g.requires_grad:  # the gradient does not depend on u (an energy linear in it): no curvature
+                return torch.zeros_like(directions)
             with torch.enable_grad():
                 try:
                     (hv,) = torch.autograd.grad(g, u, grad_outputs=directions, is_grads_batched=True,

@@ -151,7 +151,7 @@ class Draws:
         return {k: v[idx] for k, v in flat.items()}
 
     def mean(self) -> dict:
-        return {k: v.mean(0) for k, v in self.ordered(False).items()}
+        return {k: (v * 1.0).mean(0) for k, v in self.ordered(False).items()}  # * 1.0: discrete sites as floats
 
     def std(self) -> dict:
-        return {k: _sd(v) for k, v in self.ordered(False).items()}
+        return {k: _sd(v * 1.0) for k, v in self.ordered(False).items()}

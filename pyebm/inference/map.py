@@ -173,7 +173,7 @@ def _boundary(res: MinimizeResult, potential: Potential) -> tuple[str, str] | No
     """A constrained site that ran toward the edge of its support: ``(name, its value)``, else None.
 
     At a boundary the unconstrained coordinate heads to infinity. A run that did not converge and moved such a
-    coordinate by more than 20 (a factor e^20 in scale), or converged with a posterior sd above 100 in that
+    coordinate by more than 10 (a factor e^10 in scale), or converged with a posterior sd above 100 in that
     coordinate (no interior mode to speak of), is there.
     """
     ops = potential.ops
@@ -191,7 +191,7 @@ def _boundary(res: MinimizeResult, potential: Potential) -> tuple[str, str] | No
         start += s.numel
         if s.on_reals:
             continue
-        far = np.abs(u[idx] - u0[idx]) > 20
+        far = np.abs(u[idx] - u0[idx]) > 10
         flagged = (sd is not None and (sd[idx] > 100).any()) or (res.status[0] != "converged" and far.any())
         if flagged:
             return s.name, _describe({s.name: potential.constrain(res.u[0])[s.name]}, ops)[1:-1].split(" = ", 1)[1]

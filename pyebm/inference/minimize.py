@@ -31,6 +31,12 @@ __all__ = ["MinimizeResult", "minimize", "default_tol", "DENSE_LIMIT"]
 #: largest dimension for which the exact Hessian verifies a minimum (D x D blocks per problem)
 DENSE_LIMIT = 2000
 
+#: largest dimension for which the first step is a Newton step (a warm start then converges in one or two steps)
+NEWTON_START_LIMIT = 200
+
+#: iterations in a row without a decrease beyond round-off after which a row has stalled
+STALL_ITERATIONS = 10
+
 #: a row whose parameters end this many times farther out than they started, with the energy still falling,
 #: runs away: its energy is unbounded below
 RUNAWAY = 1e6
@@ -110,7 +116,8 @@ def minimize(
         if not run.status_ok_at_start():
             return run.result(None)
         if optimizer == "lbfgs":
-            run.lbfgs(steps, memory)
+            first = hessian if hessian is not None and u0.shape[1] <= NEWTON_START_LIMIT else None
+            run.lbfgs(steps, memory, first)
         else:
             run.adam(steps, 0.05 if lr is None else lr)
         H = None
@@ -132,7 +139,7 @@ class _Run:
     def __init__(self, vg, ops, u0, tol, desc, progress, steps):
         self.vg, self.ops, self.tol = vg, ops, tol
         self.u = ops.detach(u0)
-        self.u0_norm = np.linalg.norm(ops.to_numpy(self.u), axis=1)
+        self.u0_norm = np.linalg.norm(ops.to_numpy(self.u).astype(np.float64), axis=1)
         self.f, self.g = vg(self.u)
         self.f0 = ops.to_numpy(self.f).astype(np.float64)
         self.evaluations, self.iterations = 1, 0
@@ -168,13 +175,21 @@ class _Run:
         self.status[away] = "unbounded"
 
     # --- L-BFGS ---------------------------------------------------------------------------------------------
-    def lbfgs(self, steps: int, memory: int) -> None:
+    def lbfgs(self, steps: int, memory: int, hessian: Callable | None = None) -> None:
+        """L-BFGS iterations; with ``hessian``, the first direction is Newton's where the Hessian is positive definite
+        (its Newton decrement is then exact too)."""
         ops, (B, D) = self.ops, self.u.shape
         S, Y, rho = ops.zeros((B, memory, D), self.u), ops.zeros((B, memory, D), self.u), ops.zeros((B, memory), self.u)
         pairs = np.zeros(B, dtype=int)
         active = self.status == "max_steps"
-        for _ in range(steps):
+        best, stale = ops.to_numpy(self.f).astype(np.float64), np.zeros(B, dtype=int)
+        for k in range(steps):
             d, has_pair = self._direction(S, Y, rho)
+            newton = np.zeros(B, dtype=bool)
+            if k == 0 and hessian is not None:
+                L, newton = factor(hessian(self.u), ops)
+                safe = ops.where(self._mask(newton)[:, None, None], L, ops.eye(D, self.u))
+                d = ops.where(self._mask(newton)[:, None], -ops.cho_solve(safe, self.g[..., None])[..., 0], d)
             slope = ops.sum(self.g * d, 1)
             descent = ops.to_numpy(slope) < 0
             fallback = ~descent  # a stale inverse-Hessian estimate: steepest descent, history dropped
@@ -188,7 +203,7 @@ class _Run:
             dist = np.sqrt(np.maximum(-ops.to_numpy(slope), 0.0))
             stationary = ~np.any(ops.to_numpy(self.g) != 0, axis=1)  # an exactly zero gradient: nothing to estimate
             dist[stationary] = 0.0
-            estimable = ((pairs > 0) & has_pair) | stationary
+            estimable = ((pairs > 0) & has_pair) | stationary | (newton & descent)
             self.distance = np.where(estimable, dist, self.distance)
             done = active & estimable & (dist <= self.tol)
             self.status[done] = "converged"
@@ -200,7 +215,7 @@ class _Run:
             self.status[active & ~moved & ~unbounded] = "stalled"
             s, y = u_new - self.u, g_new - self.g
             sy = ops.to_numpy(ops.sum(s * y, 1))
-            scale = np.linalg.norm(ops.to_numpy(s), axis=1) * np.linalg.norm(ops.to_numpy(y), axis=1)
+            scale = np.linalg.norm(ops.to_numpy(s).astype(np.float64), axis=1) * np.linalg.norm(ops.to_numpy(y).astype(np.float64), axis=1)
             store = moved & (sy > 1e-10 * scale) & np.isfinite(sy)
             if store.any():
                 keep = self._mask(store)
@@ -214,6 +229,11 @@ class _Run:
             self.f = ops.where(step, f_new, self.f)
             self.g = ops.where(step[:, None], g_new, self.g)
             self._check_runaway(active)
+            # a row whose energy no longer falls beyond round-off, iteration after iteration, has stalled
+            f_now = ops.to_numpy(self.f).astype(np.float64)
+            progress = f_now < best - self._noise(best)
+            best, stale = np.minimum(best, f_now), np.where(progress, 0, stale + 1)
+            self.status[active & (stale >= STALL_ITERATIONS) & (self.status == "max_steps")] = "stalled"
             active &= self.status == "max_steps"
             self._tick()
             if not active.any():
@@ -255,8 +275,8 @@ class _Run:
         moved, short_any, unbounded = np.zeros_like(rows), np.zeros_like(rows), np.zeros_like(rows)
         u_new, f_new, g_new = self.u, self.f, self.g
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            reach = (RUNAWAY * (1.0 + np.linalg.norm(ops.to_numpy(self.u), axis=1))
-                     / np.linalg.norm(ops.to_numpy(d), axis=1))
+            reach = (RUNAWAY * (1.0 + np.linalg.norm(ops.to_numpy(self.u).astype(np.float64), axis=1))
+                     / np.linalg.norm(ops.to_numpy(d).astype(np.float64), axis=1))
             for _ in range(max_evals):
                 if not searching.any():
                     break

@@ -18,6 +18,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.transforms import biject_to
+from pyro.infer import infer_discrete
 from pyro.infer.autoguide.initialization import InitMessenger, init_to_median, init_to_value
 from pyro.infer.mcmc.util import initialize_model
 from pyro.poutine.subsample_messenger import _Subsample
@@ -331,15 +332,13 @@ class PyroModelView:
         model = self.model if model is None else model
         args, kwargs = (self.args if args is None else args), (self.kwargs if kwargs is None else kwargs)
         n = next(iter(draws.values())).shape[0]
-        run = model
-        if temperature is not None and self.discrete:
-            from pyro.infer import infer_discrete
-
-            run = infer_discrete(model, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
         with self._scope(), torch.no_grad(), pyro.validation_enabled(False):
             for i in range(n):
-                data = {k: v[i] for k, v in draws.items()}
-                yield poutine.trace(poutine.condition(run, data=data)).get_trace(*args, **kwargs)
+                # conditioned inside: infer_discrete runs the model in a block that outer handlers cannot see into
+                run = poutine.condition(model, data={k: v[i] for k, v in draws.items()})
+                if temperature is not None and self.discrete:
+                    run = infer_discrete(run, first_available_dim=-1 - self.max_plate_nesting, temperature=temperature)
+                yield poutine.trace(run).get_trace(*args, **kwargs)
 
     def complete(self, draws: dict, seed: int, temperature: float = 1.0) -> dict:
         """``draws`` (continuous latents, ``(n, *shape)``) with the deterministic and discrete sites added, in the
@@ -368,7 +367,8 @@ class PyroModelView:
         with seeded(seed):
             values = {k: [] for k in names}
             latent = {k: v for k, v in draws.items() if k not in self.deterministic}
-            for trace in self._traces(latent, model=poutine.uncondition(model), args=args, kwargs=kwargs):
+            for trace in self._traces(latent, model=_Resample(set(names) - set(self.deterministic))(model), args=args,
+                                      kwargs=kwargs):
                 for k in names:
                     values[k].append(trace.nodes[k]["value"].detach())
         return {k: torch.stack(v) for k, v in values.items()}
@@ -385,6 +385,22 @@ class PyroModelView:
 
     def observed_data(self) -> dict:
         return dict(self.observed_values)
+
+
+class _Resample(poutine.messenger.Messenger):
+    """Draw the named observed sites anew (``poutine.uncondition`` restricted to them: a deterministic site, also
+    observed in Pyro's terms, keeps its value)."""
+
+    def __init__(self, names: set[str]):
+        super().__init__()
+        self.names = names
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and msg["is_observed"] and msg["name"] in self.names:
+            msg["is_observed"] = False
+            msg["infer"] = {**msg["infer"], "was_observed": True, "obs": msg["value"]}
+            msg["value"] = None
+            msg["done"] = False
 
 
 @contextlib.contextmanager

@@ -12,21 +12,18 @@ import numpyro.distributions as dist
 from numpyro.primitives import _PYRO_STACK, plate
 
 from ..diagnostics import NonFiniteEnergyError, check_beta
-from ..energy import ENERGY_FACTOR_KEY, _as_shape, batch_shape_error, plate_batch_shape, resolve_sites
+from ..energy import ENERGY_FACTOR_KEY, _as_shape, batch_shape_error, resolve_sites
 
 __all__ = ["energy_factor", "model_from_energy", "EnergyModel", "flat_prior"]
 
 
-def _plate_shape() -> tuple:
-    return plate_batch_shape([(m.dim, m.subsample_size) for m in _PYRO_STACK if isinstance(m, plate) and m.dim is not None])
+def _plate_frames() -> list[tuple[int, int]]:
+    return [(m.dim, m.subsample_size) for m in _PYRO_STACK if isinstance(m, plate) and m.dim is not None]
 
 
-def _enumerated_plate_dims() -> int | None:
-    """Under enumeration (funsor's ``enum`` handler), the dimensions reserved for plates; else None."""
-    for m in reversed(_PYRO_STACK):
-        if getattr(m, "first_available_dim", None) is not None:
-            return -m.first_available_dim - 1
-    return None
+def _enumerating() -> bool:
+    """Whether funsor's ``enum`` handler (which has a first available dimension) is on the stack."""
+    return any(getattr(m, "first_available_dim", None) is not None for m in _PYRO_STACK)
 
 
 def energy_factor(name: str, energy, beta: float = 1.0) -> None:
@@ -39,7 +36,7 @@ def energy_factor(name: str, energy, beta: float = 1.0) -> None:
     if not hasattr(energy, "dtype") or not jnp.issubdtype(energy.dtype, jnp.floating):
         kind = getattr(energy, "dtype", type(energy).__name__)
         raise TypeError(f"energy '{name}' must be a real floating JAX array, got {kind}.")
-    problem = batch_shape_error(name, tuple(energy.shape), _plate_shape(), _enumerated_plate_dims())
+    problem = batch_shape_error(name, tuple(energy.shape), _plate_frames(), _enumerating())
     if problem:
         raise ValueError(problem)
     if not _PYRO_STACK and not isinstance(energy, jax.core.Tracer) and not bool(np.isfinite(np.asarray(energy)).all()):
