@@ -362,8 +362,10 @@ class PyroModelView:
         with self._scope(), poutine.block(), pyro.validation_enabled(False):
             proto = poutine.trace(model).get_trace(*(self.args if args is None else args),
                                                    **(self.kwargs if kwargs is None else kwargs))
+        # every sample site the posterior does not hold: observed ones (drawn anew), those left unobserved (obs=None:
+        # predictions) and deterministic ones
         names = [k for k, n in proto.nodes.items() if n["type"] == "sample" and not isinstance(n["fn"], _Subsample)
-                 and ((n["is_observed"] and not n["infer"].get("is_auxiliary")) or n["infer"].get("_deterministic"))]
+                 and not n["infer"].get("is_auxiliary") and (k not in draws or k in self.deterministic)]
         with seeded(seed):
             values = {k: [] for k in names}
             latent = {k: v for k, v in draws.items() if k not in self.deterministic}
@@ -562,7 +564,8 @@ def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int,
             if step % 50 == 0:
                 bar.set_postfix(elbo=f"{-loss:.6g}")
     if name is None:
-        return PyroGuideApproximation(guide, potential.names(), args, kwargs, pyro.get_param_store().get_state()), losses, label
+        state = pyro.get_param_store().get_state()
+        return PyroGuideApproximation(guide, potential.names(), args, kwargs, state), losses, label
     with torch.no_grad():
         q = guide.get_posterior()
         if name == "multivariate_normal":

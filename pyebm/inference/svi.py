@@ -78,6 +78,23 @@ def elbo_trend(elbo: np.ndarray, window: float = 0.2) -> tuple[float, float]:
     return slope * len(tail), slope / se if se > 0 else (np.inf if slope > 0 else 0.0)
 
 
+def stationarity(potential, approximation, seed: int, draws: int = 400) -> tuple[float, float]:
+    r"""How far a Gaussian guide's mean is from where the ELBO stops pulling it, in the guide's own sds.
+
+    The ELBO's gradient in the mean is :math:`-\mathbb E_q[\nabla U]`; with the guide's covariance :math:`\Sigma` as
+    the inverse Hessian, :math:`\sqrt{\bar g^\top\Sigma\bar g}` is the Newton decrement of that stationarity
+    condition: about 0 at convergence (Monte Carlo noise of order :math:`\sqrt{D/\text{draws}}`, returned too), about
+    the distance to the optimum in sds otherwise. A decaying learning rate can freeze a guide far from it (the ELBO
+    then looks flat); this does not look at the path, only at where the guide ended."""
+    ops = approximation.ops
+    eps = ops.normal(seed, (draws,) + tuple(approximation.loc.shape), approximation.loc)
+    u = approximation.loc + approximation.structure.sample(eps)
+    _, g = potential.value_and_grad(True)(u)
+    g_bar = ops.sum(g, 0) / draws
+    decrement = float(ops.to_numpy(ops.sum(g_bar * approximation.structure.solve(g_bar)))) ** 0.5
+    return decrement, (potential.dim / draws) ** 0.5
+
+
 @register("svi")
 @dataclass
 class SVI(Method):
@@ -190,9 +207,15 @@ class SVI(Method):
         rise, t = elbo_trend(elbo)
         diagnostics = {"elbo": elbo.tolist(), "final_elbo": float(tail.mean()), "guide": guide_name,
                        "start": "laplace" if why_not is None else f"init ({why_not})", "elbo_rise": rise}
-        if t > 4 and rise > 0.1:
-            warn(
-                f"SVI: the ELBO was still rising at the end (by {rise:.3g} nats over the last 20% of the "
-                f"{self.steps} steps, t = {t:.1f}): the guide has not converged. Raise `steps` or `lr`.")
+        if approximation.kind == "gaussian" and not potential.refusal:
+            distance, noise = stationarity(potential, approximation, seed)
+            diagnostics["distance"] = distance
+            if distance > max(0.5, 4 * noise):
+                warn(f"SVI: not converged: the guide's mean is {distance:.3g} of its sds from where the ELBO stops "
+                     f"pulling it (the expected gradient there is not zero; Monte Carlo noise {noise:.2g}). Raise "
+                     "`steps` or `lr`; the learning rate decays to lr * lr_decay, which can freeze the guide early.")
+        elif t > 4 and rise > 0.1:
+            warn(f"SVI: the ELBO was still rising at the end (by {rise:.3g} nats over the last 20% of the "
+                 f"{self.steps} steps, t = {t:.1f}): the guide has not converged. Raise `steps` or `lr`.")
         view = backend.model_view(model, args, kwargs, potential)
         return Posterior("svi", approximation, site_shapes=view.site_shapes, diagnostics=diagnostics, view=view)
