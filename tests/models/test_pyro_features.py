@@ -194,7 +194,6 @@ def test_energy_factors_under_enumeration_work_as_pyro_factor():
     assert math.isfinite(svi.step())
     mcmc = pyro.infer.MCMC(pyro.infer.NUTS(potts), num_samples=20, warmup_steps=20, disable_progbar=True)
     mcmc.run()
-    exact = potts_exact()
     lap = pyebm.infer(potts, method="laplace", seed=0, progress=False)
     assert set(lap.sample(5)) == {"z1", "z2", "h"}
     # Laplace's mode is that of the exact marginal density of h (a Gaussian fitted there): compare the mode
