@@ -171,7 +171,7 @@ def continuous_free_energy(batched: Callable, start, beta: float, *, ops: ArrayO
     if method not in ("laplace", "importance"):
         raise ValueError(f"unknown method {method!r}; choose 'laplace' or 'importance'.")
     res = minimize(ops.value_and_grad(batched), ops.detach(start), ops=ops, hessian=lambda u: ops.hessian(batched, u),
-                   steps=steps, tol=tol, desc="free energy (minimisation)")
+                   verify=not math.isinf(beta), steps=steps, tol=tol, desc="free energy (minimisation)")
     failed = ~np.isin(res.status, ("converged", "stalled")) if math.isinf(beta) else res.status != "converged"
     if math.isinf(beta):
         failed &= res.status != "indefinite"  # a flat minimum is still the minimum value

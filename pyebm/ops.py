@@ -49,6 +49,8 @@ class ArrayOps:
     def permute(self, x: Array, axes) -> Array: ...
     def broadcast_to(self, x: Array, shape) -> Array: ...
     def detach(self, x: Array) -> Array: ...
+    def scatter(self, base: Array, index, values: Array) -> Array:
+        """``base`` (last axis D) broadcast to ``values``' leading shape, with ``values`` at positions ``index``."""
 
     # --- linear algebra (batched over leading dimensions) --------------------------------------------------
     def cholesky(self, H: Array) -> tuple[Array, Array]:
@@ -73,6 +75,10 @@ class ArrayOps:
     def normal(self, seed: int, shape, like: Array) -> Array:
         """Standard normal draws from their own stream (the global RNG is left alone)."""
 
+
+NO_GRADIENT = ("the energy does not depend on the latent variables (it has no gradient path to them: a constant, a "
+               "detached tensor, or a density masked out entirely), so there is nothing to infer. Check that the "
+               "energy is computed from the values the model samples, without .detach() or .item().")
 
 #: elements of a chunk of Hessian-vector products held at once (chunk = budget // D directions)
 HVP_BUDGET = 2**22
@@ -147,6 +153,11 @@ class TorchOps(ArrayOps):
     def detach(self, x):
         return x.detach()
 
+    def scatter(self, base, index, values):
+        out = base.expand(tuple(values.shape[:-1]) + tuple(base.shape[-1:])).clone()
+        out[..., torch.as_tensor(index, device=base.device)] = values
+        return out
+
     def cholesky(self, H):
         L, info = torch.linalg.cholesky_ex(H)
         return L, info == 0
@@ -168,8 +179,10 @@ class TorchOps(ArrayOps):
             with torch.enable_grad():
                 u = u.detach().requires_grad_(True)
                 f = fn(u)
-                (g,) = torch.autograd.grad(f.sum(), u)
-            return f.detach(), g.detach()
+                if not f.requires_grad:
+                    raise ValueError(NO_GRADIENT)
+                (g,) = torch.autograd.grad(f.sum(), u, allow_unused=True)
+            return f.detach(), (torch.zeros_like(u) if g is None else g.detach())
 
         return vg
 

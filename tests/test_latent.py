@@ -173,6 +173,7 @@ def test_profile_gives_the_gaussian_marginal(beta, float64):
         assert post.log_evidence == pytest.approx(log_py, abs=1e-7)
 
 
+@pytest.mark.slow
 def test_profiled_model_samples_with_nuts(float64):
     post = pyebm.infer(pyebm.profile(hierarchical, "z", beta=1.0),
                        method=pyebm.NUTS(num_samples=300, warmup_steps=200, num_chains=1), seed=0, progress=False)

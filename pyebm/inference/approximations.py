@@ -97,7 +97,8 @@ class Gaussian:
     @cached_property
     def _moments(self) -> tuple[dict, dict]:
         locs = self.layout.unpack(self.loc)
-        sds = self.layout.unpack(self.structure.variance() ** 0.5)
+        spread = getattr(self.layout, "unpack_spread", self.layout.unpack)
+        sds = spread(self.structure.variance() ** 0.5)
         mean, std = {}, {}
         draws = None
         if not all(s.on_reals for s in self.layout.sites):

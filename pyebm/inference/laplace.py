@@ -44,7 +44,8 @@ class Laplace(MAP):
             raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {sorted(PROVIDERS)}.")
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
-        potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True)
+        potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True,
+                                     verify=self.hessian == "full")
         structure = PROVIDERS[self.hessian](lambda v: potential(v, True), res.u, potential.ops, "Laplace",
                                             labels=_labels(potential), hessian=res.hessian).index(0)
         log_z = float(to_numpy(gaussian_log_evidence(res.value[0], structure, potential.dim)))

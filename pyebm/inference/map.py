@@ -83,14 +83,15 @@ def _single(values: dict, view, seed: int) -> dict:
     return {k: v[0] for k, v in one.items()}
 
 
-def find_mode(method: MAP, backend, model, args, kwargs, seed: int, progress: bool,
-              jacobian: bool) -> tuple[Potential, MinimizeResult]:
-    """The potential of the model and its minimum, or a clear error saying why there is none."""
+def find_mode(method: MAP, backend, model, args, kwargs, seed: int, progress: bool, jacobian: bool,
+              verify: bool | None = None) -> tuple[Potential, MinimizeResult]:
+    """The potential of the model and its minimum, or a clear error saying why there is none (``verify``: check the
+    minimum with the exact Hessian, which Laplace wants anyway; default where it is cheap)."""
     what = method.name.upper() if method.name else "MAP"
     potential = backend.potential(model, args, kwargs, init=method.init, what=what, seed=seed)
     res = minimize(
         potential.value_and_grad(jacobian), potential.init[None], ops=potential.ops,
-        hessian=lambda u: potential.hessian(u, jacobian), steps=method.steps, tol=method.tol,
+        hessian=lambda u: potential.hessian(u, jacobian), verify=verify, steps=method.steps, tol=method.tol,
         optimizer=method.optimizer, lr=method.lr, progress=progress, desc=what,
     )
     check_mode(res, potential, what)

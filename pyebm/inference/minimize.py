@@ -10,8 +10,8 @@ float32 energy with a large additive constant still reaches its minimum instead 
 **Convergence** is measured in the units that matter for inference: the distance from the mode in posterior
 standard deviations, the Newton decrement :math:`\sqrt{g^\top H^{-1} g}`. It does not change when a constant is
 added to the energy or when the parametrisation is rescaled. L-BFGS estimates it with its own inverse-Hessian
-approximation; where the exact Hessian is affordable (``hessian`` given, ``D`` up to :data:`DENSE_LIMIT`), damped
-Newton steps verify and polish the answer, so an optimistic estimate can never end a run early.
+approximation; where the exact Hessian is wanted anyway (Laplace) or cheap (``D`` up to :data:`VERIFY_LIMIT`),
+damped Newton steps verify and polish the answer, so an optimistic estimate can never end a run early.
 """
 
 from __future__ import annotations
@@ -26,13 +26,16 @@ from tqdm import tqdm
 from ..ops import ArrayOps
 from .curvature import factor
 
-__all__ = ["MinimizeResult", "minimize", "default_tol", "DENSE_LIMIT"]
+__all__ = ["MinimizeResult", "minimize", "default_tol", "DENSE_LIMIT", "VERIFY_LIMIT"]
 
-#: largest dimension for which the exact Hessian verifies a minimum (D x D blocks per problem)
+#: largest dimension for which a method that needs the dense Hessian anyway (Laplace) verifies with it
 DENSE_LIMIT = 2000
 
+#: largest dimension for which the Hessian (D gradient-like passes) verifies a minimum that does not need it (MAP)
+VERIFY_LIMIT = 50
+
 #: largest dimension for which the first step is a Newton step (a warm start then converges in one or two steps)
-NEWTON_START_LIMIT = 200
+NEWTON_START_LIMIT = 20
 
 #: iterations in a row without a decrease beyond round-off after which a row has stalled
 STALL_ITERATIONS = 10
@@ -83,6 +86,7 @@ def minimize(
     *,
     ops: ArrayOps,
     hessian: Callable | None = None,
+    verify: bool | None = None,
     steps: int = 500,
     tol: float | None = None,
     optimizer: str = "lbfgs",
@@ -97,8 +101,12 @@ def minimize(
     Parameters
     ----------
     hessian : callable, optional
-        ``u -> (B, D, D)`` per-row Hessians; used (when ``D <= DENSE_LIMIT``) to verify and polish the minimum by
-        damped Newton steps, and returned at the final point (Laplace reuses it).
+        ``u -> (B, D, D)`` per-row Hessians: the first step is Newton's (``D <= NEWTON_START_LIMIT``), and where
+        ``verify``, damped Newton steps verify and polish the minimum; the Hessian at the final point is returned
+        (Laplace reuses it).
+    verify : bool, optional
+        Verify with the Hessian; default: when ``D <= VERIFY_LIMIT`` (a caller that needs the Hessian anyway passes
+        True, up to ``DENSE_LIMIT``).
     steps : int
         Maximum iterations, L-BFGS (or Adam) and Newton together.
     newton_steps : int
@@ -121,7 +129,8 @@ def minimize(
         else:
             run.adam(steps, 0.05 if lr is None else lr)
         H = None
-        if hessian is not None and u0.shape[1] <= DENSE_LIMIT:
+        verify = u0.shape[1] <= VERIFY_LIMIT if verify is None else verify and u0.shape[1] <= DENSE_LIMIT
+        if hessian is not None and verify:
             # L-BFGS shares `steps` with the polish; Adam's steps are its own
             budget = newton_steps if optimizer == "adam" else min(newton_steps, max(steps - run.iterations, 0))
             H = run.newton(hessian, budget)

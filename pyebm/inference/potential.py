@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from ..ops import ArrayOps
 
 __all__ = ["Site", "Potential"]
@@ -138,3 +140,56 @@ class Potential:
     def hessian_diagonal(self, u, jacobian: bool = True):
         """The Hessian diagonal of every row, ``(B, D)``, by Hessian-vector products (never a D x D matrix)."""
         return self.ops.hessian_diagonal(lambda v: self(v, jacobian), u)
+
+    def unpack_spread(self, v) -> dict:
+        """Per-site values of a vector of spreads (standard deviations) over ``u``: held coordinates spread zero."""
+        return self.unpack(v)
+
+    # --- the form a backend's kernels take ----------------------------------------------------------------------
+    def kernel_params(self, u) -> dict:
+        """One point as the dict of unconstrained values that :attr:`potential_fn` takes."""
+        return self.unpack(u)
+
+    def from_kernel_params(self, params: dict, batch: tuple = ()):
+        return self.pack(params, batch)
+
+    def restricted(self, free) -> Potential:
+        """This potential over the ``free`` coordinates only (a boolean mask over ``u``), the others held at the
+        initial point; itself where every coordinate is free."""
+        free = np.asarray(free, dtype=bool)
+        return self if free.all() else Restricted(self, free)
+
+
+class Restricted(Potential):
+    """A potential over some coordinates of another, the rest held at its initial point: for latent elements that
+    are masked out of the density (``obs_mask``, ``poutine.mask``), which would otherwise be flat, improper directions.
+    Draws and values are reported on the full layout, the held elements at their initial values."""
+
+    def __init__(self, full: Potential, free: np.ndarray):
+        self.full, self.index = full, np.flatnonzero(free)
+        super().__init__(full.sites, full.init[self.index], full.ops,
+                         lambda u, jacobian: full(self.expand(u), jacobian), batched=full.batched,
+                         refusal=full.refusal, potential_fn=lambda params: self(params["u"][None], True)[0])
+        self.dim = len(self.index)
+
+    def expand(self, u):
+        """The full point(s) of ``u`` (``(..., D_free)`` to ``(..., D)``)."""
+        return self.ops.scatter(self.full.init, self.index, u)
+
+    def unpack(self, u) -> dict:
+        return self.full.unpack(self.expand(u))
+
+    def unpack_spread(self, v) -> dict:
+        return self.full.unpack(self.ops.scatter(self.full.init * 0, self.index, v))
+
+    def pack(self, values: dict, batch: tuple = ()):
+        return self.full.pack(values, batch)[..., self.index]
+
+    def log_abs_det_jacobian(self, u):
+        return self.full.log_abs_det_jacobian(self.expand(u))
+
+    def kernel_params(self, u) -> dict:
+        return {"u": u}
+
+    def from_kernel_params(self, params: dict, batch: tuple = ()):
+        return params["u"]

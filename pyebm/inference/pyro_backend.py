@@ -27,7 +27,7 @@ from torch.distributions.transforms import ComposeTransform, IndependentTransfor
 from ..diagnostics import NonFiniteEnergyError, check_energy, warn
 from ..energy import ENERGY_FACTOR_KEY
 from ..handlers import outside_handlers
-from ..ops import TORCH
+from ..ops import NO_GRADIENT, TORCH
 from ..state import isolated_param_store, seeded
 from .potential import Potential, Site
 
@@ -114,6 +114,10 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
         with pyro.validation_enabled(False):
             initial, pe_fn, transforms, proto = initialize_model(
                 model, args, kwargs, init_strategy=strategy, jit_compile=jit_compile, skip_jit_warnings=True)
+    except RuntimeError as err:
+        if "does not require grad" not in str(err):
+            raise
+        raise ValueError(f"{what}: {NO_GRADIENT}") from None
     except ValueError as err:
         if "cannot find valid initial params" not in str(err):
             raise
@@ -139,7 +143,25 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
         with pyro.validation_enabled(False):
             return pe_fn(params)
 
-    return Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn)
+    potential = Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn)
+    return potential.restricted(_unmasked(sites, proto))
+
+
+def _unmasked(sites: list[Site], trace) -> np.ndarray:
+    """Which coordinates of ``u`` enter the density: a latent's elements masked out (``obs_mask`` leaves the observed
+    positions of its ``*_unobserved`` site so; ``poutine.mask``) do not, and would be flat directions."""
+    free = []
+    for s in sites:
+        node = trace.nodes[s.name]
+        mask, batch = node["mask"], tuple(node["fn"].batch_shape)
+        keep = torch.ones(s.unconstrained_shape, dtype=torch.bool)
+        if mask is False:
+            keep[...] = False
+        elif isinstance(mask, torch.Tensor):
+            event = len(s.unconstrained_shape) - len(batch)
+            keep = mask.expand(batch).reshape(batch + (1,) * event).expand(s.unconstrained_shape)
+        free.append(keep.reshape(-1).cpu().numpy())
+    return np.concatenate(free)
 
 
 def _refused(message: str):
@@ -449,10 +471,9 @@ def run_mcmc(method, potential: Potential, seed: int, progress: bool):
     for chain in range(method.num_chains):
         start = potential.init if method.init is not None else _uniform_start(potential, chain)
         mcmc = MCMC(kernel, num_samples=method.num_samples, warmup_steps=method.warmup_steps, num_chains=1,
-                    disable_progbar=not progress, initial_params=potential.unpack(start))
+                    disable_progbar=not progress, initial_params=potential.kernel_params(start))
         mcmc.run()
-        samples = mcmc.get_samples()
-        draws.append(potential.pack(samples, (method.num_samples,)).detach())
+        draws.append(potential.from_kernel_params(mcmc.get_samples(), (method.num_samples,)).detach())
         diag = mcmc.diagnostics()
         divergences.append(list(diag.get("divergences", {}).get("chain 0", [])))
         accept.append(float(diag.get("acceptance rate", {}).get("chain 0", float("nan"))))
@@ -529,6 +550,7 @@ def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int,
 
     view = PyroModelView(model, args, kwargs, pyro.get_param_store().get_state())
     discrete = view.discrete
+    layout = getattr(potential, "full", potential)  # the guide covers every latent element, masked ones too
     name = method.auto_guide(potential.dim)
     loc, structure = start
     if name is None:
@@ -542,8 +564,8 @@ def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int,
         guide = cls(guide_model, init_loc_fn=init_loc, init_scale=method.init_scale)
         with torch.no_grad():
             guide(*args, **kwargs)  # sets the guide up (its parameters exist from here on)
-        if guide.latent_dim != potential.dim:
-            raise RuntimeError(f"internal: the guide has {guide.latent_dim} dimensions, the potential {potential.dim}.")
+        if guide.latent_dim != layout.dim:
+            raise RuntimeError(f"internal: the guide has {guide.latent_dim} dimensions, the potential {layout.dim}.")
         if structure is not None:
             _start_guide(guide, loc, structure)
     optim = method.optimizer or pyro.optim.ClippedAdam({"lr": method.lr, "lrd": method.lr_decay ** (1.0 / method.steps)})
@@ -572,7 +594,7 @@ def run_svi(method, model, args, kwargs, potential: Potential, start, seed: int,
             shape = DenseCovariance(q.scale_tril.detach().clone(), TORCH)
         else:
             shape = Diagonal(q.base_dist.scale.detach().clone() ** 2, TORCH)
-        approximation = Gaussian(potential, q.mean.detach().clone(), shape)
+        approximation = Gaussian(layout, q.mean.detach().clone(), shape)
     return approximation, losses, label
 
 

@@ -174,11 +174,14 @@ class SVI(Method):
 
     def start(self, potential, progress: bool):
         """The Laplace solution as the guide's start, ``(loc, structure, None)``, or ``(None, None, reason)``."""
-        if potential.refusal or not self.laplace_init or self.auto_guide(potential.dim) is None:
+        masked = hasattr(potential, "full")  # masked latent elements: the guide covers them, Laplace does not
+        if potential.refusal or masked or not self.laplace_init or self.auto_guide(potential.dim) is None:
             probe_improper(potential, "SVI")
-            return None, None, "not asked" if not self.laplace_init else (potential.refusal or "user guide")
+            why = "masked latent elements" if masked else potential.refusal or "user guide"
+            return None, None, "not asked" if not self.laplace_init else why
         res = minimize(potential.value_and_grad(True), potential.init[None], ops=potential.ops,
-                       hessian=lambda u: potential.hessian(u, True), steps=500, progress=progress, desc="SVI init")
+                       hessian=lambda u: potential.hessian(u, True), verify=True, steps=500, progress=progress,
+                       desc="SVI init")
         _refuse_unbounded(res, "SVI")
         try:
             with warnings.catch_warnings():
@@ -208,7 +211,7 @@ class SVI(Method):
         diagnostics = {"elbo": elbo.tolist(), "final_elbo": float(tail.mean()), "guide": guide_name,
                        "start": "laplace" if why_not is None else f"init ({why_not})", "elbo_rise": rise}
         if approximation.kind == "gaussian" and not potential.refusal:
-            distance, noise = stationarity(potential, approximation, seed)
+            distance, noise = stationarity(getattr(potential, "full", potential), approximation, seed)
             diagnostics["distance"] = distance
             if distance > max(0.5, 4 * noise):
                 warn(f"SVI: not converged: the guide's mean is {distance:.3g} of its sds from where the ELBO stops "

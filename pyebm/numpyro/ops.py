@@ -77,6 +77,10 @@ class JaxOps(ArrayOps):
     def detach(self, x):
         return jax.lax.stop_gradient(x)
 
+    def scatter(self, base, index, values):
+        out = jnp.broadcast_to(base, tuple(values.shape[:-1]) + tuple(base.shape[-1:]))
+        return out.at[..., jnp.asarray(index)].set(values)
+
     def cholesky(self, H):
         L = jnp.linalg.cholesky(H)
         return L, jnp.all(jnp.isfinite(L), axis=(-2, -1))

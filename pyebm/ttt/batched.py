@@ -41,8 +41,8 @@ def adapt_independent(fn: Functional, x, energy: Callable, scales: torch.Tensor,
 
     rows = vmap(potential)
     res = minimize(TORCH.value_and_grad(lambda u: rows(u, x)), u0.expand(B, D).clone(), ops=TORCH,
-                   hessian=lambda u: _symmetric(vmap(hessian(potential))(u, x)), steps=steps, tol=tol,
-                   desc="adaptation")
+                   hessian=lambda u: _symmetric(vmap(hessian(potential))(u, x)), verify=laplace or None, steps=steps,
+                   tol=tol, desc="adaptation")
     bad = np.flatnonzero(res.status == "nonfinite")
     if len(bad):
         raise InferenceError(f"independent adaptation: the energy or its gradient is not finite (NaN/inf) for inputs "

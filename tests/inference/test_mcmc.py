@@ -34,6 +34,7 @@ def test_mcmc_matches_the_gaussian_within_mc_error(method, float64):
     assert set(post.diagnostics) >= {"r_hat", "ess_bulk", "divergences", "acceptance_rate"}
 
 
+@pytest.mark.slow
 def test_nuts_on_the_banana_against_its_exact_moments(float64):
     e = pyebm.energies.Banana(s=1.0, b=0.5)
     post = pyebm.infer(pyebm.model_from_energy(e, {"x": 2}), method=pyebm.NUTS(num_samples=800, warmup_steps=400),

@@ -341,7 +341,9 @@ def ising_case() -> Case:
     return Case("ising", ising, mean=means, sd=sds, mode={"h": mode}, discrete={f"s{i}": True for i in range(9)})
 
 
-def cases() -> list[Case]:
-    return [linear_regression_case(), nig_case(), logistic_case(), beta_binomial_case(), gamma_poisson_case(),
-            normal_gamma_case(), eight_schools_case(), mixture_case(), random_intercepts_case(), smooth_case(),
-            ising_case()]
+#: name -> the function that builds the case (its exact answer computed on demand)
+BUILDERS = {"linear_regression": linear_regression_case, "nig_regression": nig_case,
+            "logistic_regression": logistic_case, "beta_binomial": beta_binomial_case,
+            "gamma_poisson": gamma_poisson_case, "normal_gamma": normal_gamma_case, "eight_schools": eight_schools_case,
+            "mixture": mixture_case, "random_intercepts": random_intercepts_case, "smooth_regression": smooth_case,
+            "ising": ising_case}

@@ -402,3 +402,33 @@ def test_numpyro_tempered_gaussian_map_and_laplace_converge(x64):
         post = pn.infer(model, method=method, seed=0, progress=False)
         np.testing.assert_allclose(np.asarray(post.mode["x"]), 1.0, atol=1e-8)
     np.testing.assert_allclose(np.asarray(post.std()["x"]), 1 / np.sqrt(2 * np.diag(A)), rtol=1e-8)
+
+
+# --- masked latent elements (obs_mask imputation) and densities without a gradient path ------------------------
+def imputation(y, mask):
+    mu = pyro.sample("mu", dist.Normal(torch.tensor(0.0, dtype=y.dtype), 1.0))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", dist.Normal(mu, 1.0), obs=torch.nan_to_num(y), obs_mask=mask)
+
+
+def test_obs_mask_imputes_missing_values(float64):
+    # obs_mask makes a latent 'y_unobserved' over the whole plate, masked where y is observed: those elements are
+    # not in the density (flat), so they are held at their value; the missing ones are the predictive N(mu, 1)
+    y = torch.tensor([0.5, 1.0, float("nan"), 2.0, float("nan")])
+    mask = ~torch.isnan(y)
+    precision = 1 + int(mask.sum())
+    post = pyebm.infer(imputation, y, mask, method="laplace", seed=0, progress=False)
+    assert float(post.mean()["mu"]) == pytest.approx(float(y[mask].sum()) / precision, abs=1e-10)
+    assert float(post.std()["mu"]) == pytest.approx(precision**-0.5, abs=1e-10)
+    sd = post.approximation.structure.variance() ** 0.5  # (mu, two missing values): Gaussian in the free coordinates
+    torch.testing.assert_close(sd[1:], torch.full((2,), math.sqrt(1 + 1 / precision)))
+    assert post.std()["y_unobserved"][mask].abs().max() == 0  # held elements do not spread
+    mp = pyebm.infer(imputation, y, mask, method="map", seed=0, progress=False)
+    assert torch.allclose(mp.mode["y"][~mask], mp.mode["mu"].expand(2))
+
+
+def test_a_density_without_a_gradient_path_is_named():
+    model = pyebm.model_from_energy(lambda x: torch.tensor(1.0) + 0 * x.detach().sum(), {"x": 2})
+    for method in ("map", "laplace", "nuts"):
+        with pytest.raises(ValueError, match="does not depend on the latent variables"):
+            pyebm.infer(model, method=method, seed=0, progress=False)

@@ -20,17 +20,12 @@ import pyebm
 
 import reference_models as R
 
-NAMES = ["linear_regression", "nig_regression", "logistic_regression", "beta_binomial", "gamma_poisson",
-         "normal_gamma", "eight_schools", "mixture", "random_intercepts", "smooth_regression", "ising"]
+NAMES = list(R.BUILDERS)
 
 
 @functools.cache
-def _all() -> dict:
-    return {c.name: c for c in R.cases()}
-
-
 def case(name: str) -> R.Case:
-    return _all()[name]
+    return R.BUILDERS[name]()
 
 
 def case_has_data(name: str) -> bool:

@@ -193,6 +193,7 @@ ZOO = {  # mild versions where NUTS is reliable: a funnel of scale 1, overlappin
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["pyro", "numpyro"])
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_every_zoo_energy_by_nuts_on_both_backends(name, backend, x64, float64):

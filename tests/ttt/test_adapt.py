@@ -48,6 +48,7 @@ def test_laplace_is_exact_and_the_net_is_unchanged(linear):
     assert post.log_evidence == pytest.approx(float(marginal.log_prob(y)) + gauss_norm, abs=1e-8)
 
 
+@pytest.mark.slow
 def test_nuts_matches_the_exact_posterior_within_monte_carlo_error(linear):
     net, x, y = linear
     post = adapt(net, (x, y), "weight", supervised("squared", SIGMA),
