@@ -106,7 +106,7 @@ def main(argv=None) -> None:
         "Laplace (pyebm vs AutoLaplaceApproximation)": (
             lambda: q("laplace").approximation.covariance, lambda: raw_laplace(e),
             lambda c: float((c - cov).abs().max() / cov.abs().max())),
-        f"SVI ({args.svi_steps} steps, same guide and optimiser)": (
+        f"SVI ({args.svi_steps} steps, same guide; pyebm from Laplace)": (
             lambda: q(pyebm.SVI(steps=args.svi_steps)).mean()["x"], lambda: raw_svi(e, args.svi_steps),
             lambda x: float(((x - e.mu) / cov.diagonal().sqrt()).abs().max())),
         f"NUTS (1 chain, {args.nuts}+{args.nuts})": (

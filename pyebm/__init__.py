@@ -6,7 +6,7 @@ under MAP, Laplace, SVI and NUTS/HMC with one argument, returning one result typ
 """
 
 from . import energies, plot, train, ttt
-from .diagnostics import ConvergenceWarning, InferenceError
+from .diagnostics import CheckpointError, ConvergenceWarning, InferenceError
 from .energy import Energy, energy_factor, model_from_energy
 from .handlers import temper
 from .inference import HMC, MAP, NUTS, SVI, Laplace, Posterior, compare, infer
@@ -17,5 +17,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Energy", "energy_factor", "model_from_energy", "temper",
     "infer", "MAP", "Laplace", "SVI", "NUTS", "HMC", "Posterior", "compare",
-    "free_energy", "profile", "InferenceError", "ConvergenceWarning", "energies", "plot", "train", "ttt",
+    "free_energy", "profile", "InferenceError", "ConvergenceWarning", "CheckpointError", "energies", "plot", "train",
+    "ttt",
 ]

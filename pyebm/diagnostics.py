@@ -19,6 +19,7 @@ __all__ = [
     "InferenceError",
     "ConvergenceWarning",
     "NonFiniteEnergyError",
+    "CheckpointError",
     "warn",
     "check_beta",
     "check_energy",
@@ -33,6 +34,10 @@ class InferenceError(RuntimeError):
 
 class ConvergenceWarning(UserWarning):
     """A method finished but its diagnostics (r_hat, divergences) ask for care."""
+
+
+class CheckpointError(ValueError):
+    """A training checkpoint that cannot be used: missing, truncated, corrupted, foreign, or from another method."""
 
 
 class NonFiniteEnergyError(ValueError):

@@ -121,9 +121,8 @@ def check_mode(res: MinimizeResult, potential: Potential, what: str) -> None:
         )
     if status == "unbounded":
         raise InferenceError(
-            f"{what}: the energy kept falling (from {res.history[0]:.4g} to {res.history[-1]:.4g}) while the latent "
-            "variables ran away: it looks unbounded below, so there is no minimum. Check the energy's sign, or add "
-            "a proper prior that confines the latent variables."
+            f"{what}: the energy kept falling while the latent variables ran away: it looks unbounded below, so "
+            "there is no minimum. Check the energy's sign, or add a proper prior that confines the latent variables."
         )
     if status == "indefinite":
         positive_definite(res.hessian[0], ops, what=what, labels=_labels(potential))

@@ -65,7 +65,6 @@ class _MCMC(Method):
                                       seed=seed)
         if potential.refusal:
             raise ValueError(potential.refusal)
-        probe_improper(potential, label)
         u, divergences, accept, extra = backend.mcmc(self, potential, seed, progress)
         _check_drift(u, potential, label)
         chains, draws_per_chain = u.shape[:2]
@@ -84,10 +83,16 @@ class _MCMC(Method):
 
 
 def _check_drift(u, potential, label: str) -> None:
-    """Chains that ran off to enormous values on the reals sample an improper density: refuse them."""
+    """Chains that drift sample an improper density: refuse them. Chains that ran off to enormous values are refused
+    outright; chains that wander (far out, or disagreeing) are checked by a short minimisation from the initial point
+    for an energy unbounded below (free where the chains look fine)."""
     ops = potential.ops
-    flat = np.abs(ops.to_numpy(u).astype(np.float64)).reshape(-1, u.shape[-1])
+    draws = ops.to_numpy(u).astype(np.float64)
+    flat = np.abs(draws).reshape(-1, u.shape[-1])
     start = float(np.abs(ops.to_numpy(potential.init)).max(initial=0.0))
+    rhat = np.nanmax(np.atleast_1d(split_rhat(draws))) if draws.shape[1] >= 4 else 1.0
+    if flat.max() > 1e3 * (1.0 + start) or rhat > 1.05:
+        probe_improper(potential, label)
     far = flat.max(0) > DRIFT * (1.0 + start)
     if far.any():
         raise InferenceError(

@@ -51,16 +51,16 @@ def probe_improper(potential, what: str) -> None:
     posterior that SVI and MCMC would chase): a short minimisation from the initial point, without Hessians."""
     if potential.refusal:
         return
-    _refuse_unbounded(minimize(potential.value_and_grad(True), potential.init[None], ops=potential.ops, steps=50),
+    _refuse_unbounded(minimize(potential.value_and_grad(True), potential.init[None], ops=potential.ops, steps=10),
                       what)
 
 
 def _refuse_unbounded(res, what: str) -> None:
     if res.status[0] == "unbounded":
         raise InferenceError(
-            f"{what}: the energy is unbounded below: from its initial point it kept falling (from "
-            f"{res.history[0]:.4g} to {res.history[-1]:.4g}) while the latent variables ran off to infinity. The "
-            "posterior is improper there; check the energy's sign, or add a proper prior that confines the latents."
+            f"{what}: the energy is unbounded below: from its initial point it kept falling while the latent "
+            "variables ran off to infinity. The posterior is improper; check the energy's sign, or add a proper "
+            "prior that confines the latents."
         )
 
 

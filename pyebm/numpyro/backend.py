@@ -88,7 +88,8 @@ def numpyro_potential(model, args, kwargs, init, seed_value: int, what: str) -> 
         return value
 
     with_jac, without = jax.vmap(lambda u: one(u, True)), jax.vmap(lambda u: one(u, False))
-    return Potential(sites, u0, JAX, lambda u, jacobian: with_jac(u) if jacobian else without(u), batched=True)
+    return Potential(sites, u0, JAX, lambda u, jacobian: with_jac(u) if jacobian else without(u), batched=True,
+                     potential_fn=potential_fn)
 
 
 class NumPyroGuideApproximation:
@@ -200,10 +201,7 @@ class NumPyroBackend:
 
     def mcmc(self, method, potential: Potential, seed_value: int, progress: bool):
         """NumPyro's NUTS/HMC over the potential (its ``potential_fn`` interface), chains by ``chain_method``."""
-        def potential_fn(u):
-            return potential(u[None], True)[0]
-
-        common = {"potential_fn": potential_fn, "target_accept_prob": method.target_accept,
+        common = {"potential_fn": potential.potential_fn, "target_accept_prob": method.target_accept,
                   "dense_mass": method.full_mass}
         if method.name == "nuts":
             kernel = ninfer.NUTS(max_tree_depth=method.max_tree_depth, **common)
@@ -219,9 +217,9 @@ class NumPyroBackend:
             init = jax.random.uniform(key_init, (C, potential.dim), dtype=potential.dtype, minval=-2.0, maxval=2.0)
         mcmc = ninfer.MCMC(kernel, num_warmup=method.warmup_steps, num_samples=method.num_samples, num_chains=C,
                            chain_method=method.chain_method, progress_bar=progress)
-        mcmc.run(key_run, init_params=init if C > 1 else init[0],
+        mcmc.run(key_run, init_params=potential.kernel_params(init if C > 1 else init[0]),
                  extra_fields=("diverging", "num_steps", "mean_accept_prob"))
-        u = mcmc.get_samples(group_by_chain=True)
+        u = potential.from_kernel_params(mcmc.get_samples(group_by_chain=True), (C, method.num_samples))
         extra = mcmc.get_extra_fields(group_by_chain=True)
         divergences = [np.flatnonzero(d).tolist() for d in np.asarray(extra["diverging"])]
         accept = np.asarray(extra["mean_accept_prob"])[:, -1].tolist()
