@@ -470,6 +470,8 @@ def run_mcmc(method, potential: Potential, seed: int, progress: bool):
     draws, divergences, accept = [], [], []
     for chain in range(method.num_chains):
         start = potential.init if method.init is not None else _uniform_start(potential, chain)
+        if chain == 0:
+            potential.value_and_grad(True)(start[None])  # a density with no gradient path is named here
         mcmc = MCMC(kernel, num_samples=method.num_samples, warmup_steps=method.warmup_steps, num_chains=1,
                     disable_progbar=not progress, initial_params=potential.kernel_params(start))
         mcmc.run()
