@@ -201,24 +201,26 @@ def continuous_free_energy(batched: Callable, start, beta: float, *, ops: ArrayO
     d = u_star.shape[-1]
     logdet = curvature.logdet_precision()
     e_tilde = batched(u_tilde)
-    log_z = -beta * e_tilde + 0.5 * d * math.log(2 * math.pi / beta) - 0.5 * logdet
+    # log Z = -beta E(z~) + log_rest, kept apart so that no beta * E is formed: stable for any finite beta
+    log_rest = 0.5 * d * math.log(2 * math.pi / beta) - 0.5 * logdet
     info["log_det_hessian"] = ops.detach(logdet)
     if method == "importance":
-        log_z, info["ess"] = _importance(batched, u_tilde, curvature, beta, num_samples, resolve_seed(seed), ops)
-    return -log_z / beta, info
+        log_rest, info["ess"] = _importance(batched, u_tilde, e_tilde, curvature, beta, num_samples,
+                                            resolve_seed(seed), ops)
+    return e_tilde - log_rest / beta, info
 
 
-def _importance(batched, loc, curvature, beta, n, seed, ops):
-    r"""log Z by importance sampling from the Laplace Gaussian :math:`\mathcal N(z^*, (\beta H)^{-1})`."""
+def _importance(batched, loc, e_loc, curvature, beta, n, seed, ops):
+    r""":math:`\log Z + \beta E(z^*)` by importance sampling from the Laplace Gaussian
+    :math:`\mathcal N(z^*, (\beta H)^{-1})` (energies relative to the centre's), and the effective sample size."""
     d = loc.shape[-1]
     eps = ops.normal(seed, (n,) + tuple(loc.shape), ops.detach(loc))
     draws = loc + curvature.sample(eps) / math.sqrt(beta)
     log_q = (-0.5 * ops.sum(eps * eps, -1) - 0.5 * d * math.log(2 * math.pi)
              + 0.5 * (curvature.logdet_precision() + d * math.log(beta)))
-    log_w = -beta * ops.stack([batched(draws[i]) for i in range(n)]) - log_q
-    log_z = ops.logsumexp(log_w, 0) - math.log(n)
+    log_w = -beta * (ops.stack([batched(draws[i]) for i in range(n)]) - e_loc) - log_q
     w = ops.exp(ops.detach(log_w - ops.logsumexp(log_w, 0)))
-    return log_z, 1.0 / ops.sum(w * w, 0)
+    return ops.logsumexp(log_w, 0) - math.log(n), 1.0 / ops.sum(w * w, 0)
 
 
 def profile(model: Callable, sites: str | list[str], beta: float = float("inf"), **options) -> Callable:

@@ -46,11 +46,13 @@ def _energy_and_grad(energy: Callable, x: torch.Tensor) -> tuple[torch.Tensor, t
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         e = energy(x)
-        if e.shape != x.shape[:1]:
-            raise ValueError(f"the energy must return one value per chain, shape {tuple(x.shape[:1])}; "
-                             f"got {tuple(e.shape)}.")
-        (g,) = torch.autograd.grad(e.sum(), x)
-    return e.detach(), g.detach()
+        if not isinstance(e, torch.Tensor) or e.shape != x.shape[:1]:
+            shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise ValueError(f"the energy must return one value per chain, shape {tuple(x.shape[:1])}; got {shape}.")
+        if not e.requires_grad:  # a constant energy: pure diffusion, no drift
+            return e.detach(), torch.zeros_like(x)
+        (g,) = torch.autograd.grad(e.sum(), x, allow_unused=True)
+    return e.detach(), (torch.zeros_like(x) if g is None else g.detach())
 
 
 def langevin_init(energy: Callable, position: torch.Tensor) -> LangevinState:
@@ -90,8 +92,14 @@ def langevin_step(
     generator : torch.Generator, optional
         Source of randomness (the global RNG is left alone when given).
     """
-    if not step_size > 0:
-        raise ValueError(f"step_size must be > 0, got {step_size}.")
+    if not (isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size!r}.")
+    if not (math.isfinite(noise_scale) and noise_scale >= 0):
+        raise ValueError(f"noise_scale must be finite and >= 0, got {noise_scale!r}.")
+    if grad_clip is not None and not grad_clip > 0:
+        raise ValueError(f"grad_clip must be > 0 (or None), got {grad_clip!r}.")
+    if bounds is not None and not (len(bounds) == 2 and bounds[0] < bounds[1]):
+        raise ValueError(f"bounds must be (low, high) with low < high, got {bounds!r}.")
     beta = check_beta(beta, allow_zero=False)
     if metropolis and (noise_scale != 1.0 or grad_clip is not None or bounds is not None):
         raise ValueError("MALA needs noise_scale=1 and no gradient clipping or bounds (they break detailed balance).")
@@ -99,7 +107,7 @@ def langevin_step(
     drift = beta * g
     if grad_clip is not None:
         drift = drift.clamp(-grad_clip * beta, grad_clip * beta)
-    noise = torch.randn(x.shape, dtype=x.dtype, generator=generator)
+    noise = torch.randn(x.shape, dtype=x.dtype, device=x.device, generator=generator)
     proposal = x - step_size * drift + math.sqrt(2 * step_size) * noise_scale * noise
     if bounds is not None:
         proposal = proposal.clamp(*bounds)
@@ -113,7 +121,7 @@ def langevin_step(
     backward = ((x - proposal + step_size * beta * g_new) ** 2).sum(dims)
     log_ratio = -beta * (e_new - e) + (forward - backward) / (4 * step_size)
     acceptance = torch.exp(log_ratio.clamp(max=0.0)).nan_to_num(nan=0.0)
-    u = torch.rand(acceptance.shape, dtype=acceptance.dtype, generator=generator)
+    u = torch.rand(acceptance.shape, dtype=acceptance.dtype, device=acceptance.device, generator=generator)
     accept = u < acceptance
     shape = (-1,) + (1,) * (x.dim() - 1)
     new = LangevinState(torch.where(accept.reshape(shape), proposal, x), torch.where(accept, e_new, e),

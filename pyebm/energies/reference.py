@@ -14,12 +14,22 @@ from dataclasses import dataclass
 
 import torch
 
+from ..diagnostics import check_beta
 from ..energy import Energy
 
 __all__ = [
     "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "Ring", "Funnel", "GaussianMixture",
     "GridDensity", "grid_density",
 ]
+
+
+def _positive(owner: str, name: str, value) -> float:
+    """A finite number > 0 (the zoo's closed forms hold only there), else a ValueError naming it."""
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{owner}: {name} must be a finite number > 0, got {value!r}; the known answers hold only "
+                         "there.")
+    return value
 
 
 def _t(x, dtype=None) -> torch.Tensor:
@@ -89,10 +99,21 @@ def grid_density(energy, bounds, num: int = 401, beta: float = 1.0) -> GridDensi
     bounds = [tuple(map(float, b)) for b in bounds]
     if len(bounds) not in (1, 2):
         raise ValueError(f"grid_density handles 1-D and 2-D energies, got {len(bounds)} dimensions.")
+    for lo, hi in bounds:
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+            raise ValueError(f"grid_density: each bound must be (low, high) with finite low < high, got {(lo, hi)}.")
+    if isinstance(num, bool) or not isinstance(num, int) or num < 3:
+        raise ValueError(f"grid_density: num must be an int >= 3 (points per dimension), got {num!r}.")
+    beta = check_beta(beta)
     axes = [torch.linspace(lo, hi, num, dtype=torch.float64) for lo, hi in bounds]
     points = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
     with torch.no_grad():
-        e = _to64(energy)(points).to(torch.float64)
+        e = _to64(energy)(points)
+    if not isinstance(e, torch.Tensor) or tuple(e.shape) != tuple(points.shape[:-1]):
+        shape = tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+        raise ValueError(f"grid_density: the energy must map the grid {tuple(points.shape)} to one energy per point, "
+                         f"shape {tuple(points.shape[:-1])}; got {shape}.")
+    e = e.to(torch.float64)
     tmp = GridDensity(axes, e, 0.0, torch.zeros_like(e), beta)
     logw = tmp._weights().log()
     log_z = float(torch.logsumexp((-beta * e + logw).reshape(-1), 0))
@@ -155,6 +176,10 @@ class Gaussian(ReferenceEnergy):
         A = _t(precision, mean.dtype) if precision is not None else torch.linalg.inv(_t(covariance, mean.dtype))
         if A.shape != (mean.numel(), mean.numel()):
             raise ValueError(f"precision must have shape {(mean.numel(), mean.numel())}, got {tuple(A.shape)}.")
+        if not bool(torch.isfinite(mean).all()) or not bool(torch.isfinite(A).all()):
+            raise ValueError("Gaussian: the mean and precision must be finite.")
+        if not torch.allclose(A, A.T, rtol=1e-6, atol=1e-12 * float(A.abs().max())):
+            raise ValueError("Gaussian: the precision matrix must be symmetric.")
         if int(torch.linalg.cholesky_ex(A).info) != 0:
             raise ValueError("the precision matrix must be symmetric positive definite.")
         self.register_buffer("mu", mean)
@@ -194,7 +219,9 @@ class Banana(ReferenceEnergy):
 
     def __init__(self, s: float = 1.0, b: float = 0.5):
         super().__init__()
-        self.s, self.b = float(s), float(b)
+        self.s, self.b = _positive("Banana", "s", s), float(b)
+        if not math.isfinite(self.b):
+            raise ValueError(f"Banana: b must be finite, got {b!r}.")
 
     @property
     def bounds(self) -> list:
@@ -228,7 +255,9 @@ class DoubleWell(ReferenceEnergy):
 
     def __init__(self, dim: int = 1, height: float = 1.0):
         super().__init__()
-        self.dim, self.height = int(dim), float(height)
+        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+            raise ValueError(f"DoubleWell: dim must be an int >= 1, got {dim!r}.")
+        self.dim, self.height = int(dim), _positive("DoubleWell", "height", height)
 
     @property
     def bounds(self) -> list:
@@ -266,7 +295,7 @@ class Ring(ReferenceEnergy):
 
     def __init__(self, radius: float = 2.0, width: float = 0.3):
         super().__init__()
-        self.radius, self.width = float(radius), float(width)
+        self.radius, self.width = _positive("Ring", "radius", radius), _positive("Ring", "width", width)
 
     @property
     def bounds(self) -> list:
@@ -308,7 +337,7 @@ class Funnel(ReferenceEnergy):
         super().__init__()
         if dim < 2:
             raise ValueError("the funnel needs dim >= 2 (v and at least one x).")
-        self.dim, self.scale = int(dim), float(scale)
+        self.dim, self.scale = int(dim), _positive("Funnel", "scale", scale)
 
     @property
     def bounds(self) -> list:
@@ -363,7 +392,9 @@ class GaussianMixture(ReferenceEnergy):
             raise ValueError("weights must be K positive numbers.")
         self.register_buffer("means", means)
         self.register_buffer("log_weights", (weights / weights.sum()).log())
-        self.scale = float(scale)
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("GaussianMixture: means must be finite.")
+        self.scale = _positive("GaussianMixture", "scale", scale)
         self.dim = means.shape[1]
 
     @property

@@ -6,6 +6,8 @@ import inspect
 import time
 from collections.abc import Callable
 
+import torch
+
 from ..state import resolve_seed
 from . import laplace, mcmc, svi  # noqa: F401  (importing registers the methods; laplace imports map)
 from .pyro_backend import PYRO
@@ -63,11 +65,14 @@ def run_method(backend, model: Callable, args: tuple, kwargs: dict, method, seed
     method inside the backend's session (seeds, param store, handlers) and time it."""
     if not callable(model):
         raise TypeError(f"model must be callable (a Pyro model), got {type(model).__name__}.")
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("pyebm.infer needs autograd, which torch.inference_mode() turns off; call it outside that "
+                           "block (under torch.no_grad() it turns gradients back on for itself).")
     runner = resolve_method(method, backend.name)
     _refuse_settings_as_model_arguments(model, kwargs, runner)
     seed = resolve_seed(seed)
     start = time.perf_counter()
-    with backend.session(model, seed) as model_in:
+    with backend.session(model, seed) as model_in, torch.enable_grad():
         post = runner.run(backend, model_in, tuple(args), dict(kwargs), seed, progress)
     post.wall_time = time.perf_counter() - start
     post.seed = seed

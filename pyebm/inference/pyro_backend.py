@@ -381,7 +381,7 @@ class PyroModelView:
     def predictive(self, draws: dict, seed: int, model=None, args=None, kwargs=None) -> dict:
         """Observed and deterministic sites of ``model`` run on each draw (observed sites sampled anew)."""
         model = self.model if model is None else model
-        with self._scope(), poutine.block(), pyro.validation_enabled(False):
+        with seeded(seed), self._scope(), poutine.block(), pyro.validation_enabled(False):
             proto = poutine.trace(model).get_trace(*(self.args if args is None else args),
                                                    **(self.kwargs if kwargs is None else kwargs))
         # every sample site the posterior does not hold: observed ones (drawn anew), those left unobserved (obs=None:
@@ -401,10 +401,11 @@ class PyroModelView:
         """Pointwise log-likelihood of every observed site, ``(n, *batch shape)``, for each draw."""
         latent = {k: v for k, v in draws.items() if k not in self.deterministic}
         values = {k: [] for k in self.observed}
-        for trace in self._traces(latent):
-            for k in self.observed:
-                node = trace.nodes[k]
-                values[k].append(node["fn"].log_prob(node["value"]).detach())
+        with seeded(0):  # conditioned on every latent, nothing should be drawn; if something is, not from the caller's
+            for trace in self._traces(latent):
+                for k in self.observed:
+                    node = trace.nodes[k]
+                    values[k].append(node["fn"].log_prob(node["value"]).detach())
         return {k: torch.stack(v) for k, v in values.items()}
 
     def observed_data(self) -> dict:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..inference.registry import register
+from ..inference.registry import positive_float, positive_int, register
 from ..samplers import langevin_init, langevin_step, run_chains
 
 __all__ = ["Objective", "OBJECTIVES", "register_objective", "resolve_objective", "Batch", "single", "child_seed",
@@ -58,6 +58,12 @@ class Objective:
     """
 
     name: str = ""
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Validate the settings (each subclass adds its own, then calls ``super().check()``); ValueError if bad."""
 
     def setup(self, energy: nn.Module, data: Batch, generator: torch.Generator) -> nn.Module:
         return nn.Module()
@@ -125,6 +131,14 @@ class LangevinOptions:
     noise_scale: float = 1.0
     grad_clip: float | None = None
     metropolis: bool = False
+
+    def check(self) -> None:
+        owner = type(self).__name__
+        positive_int(owner, "k", self.k)
+        positive_float(owner, "step_size", self.step_size)
+        positive_float(owner, "noise_scale", self.noise_scale, allow_zero=True)
+        positive_float(owner, "grad_clip", self.grad_clip, allow_none=True)
+        getattr(super(), "check", lambda: None)()
 
     def run(self, energy: Callable, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Move ``x0`` by ``k`` steps; non-finite energies raise an InferenceError naming the Langevin step."""

@@ -1,11 +1,11 @@
 """Training checkpoints that survive a kill mid-write, reject corruption and never execute code.
 
-A checkpoint file holds a small envelope, ``{"format", "version", "sha256", "payload"}``, where the payload is the
-training state serialised by ``torch.save`` and the hash is over those bytes. Writing goes to a temporary file in the
-same directory, flushed and fsynced, then moved into place with ``os.replace`` (atomic on POSIX), after the previous
-checkpoint is kept as ``<path>.prev``; a kill at any moment leaves either the old file or the new one, never half of
-one. Loading uses ``torch.load(weights_only=True)`` (tensors and plain containers only: no pickled code runs), checks
-the envelope and the hash, and raises :class:`pyebm.CheckpointError` for anything else.
+A checkpoint file is a magic string, the SHA-256 of the rest, and the training state serialised by ``torch.save``:
+any changed bit anywhere is caught. Writing goes to a temporary file in the same directory, flushed and fsynced,
+then moved into place with ``os.replace`` (atomic on POSIX), after the previous checkpoint is kept as
+``<path>.prev``; a kill at any moment leaves either the old file or the new one, never half of one. Loading checks the
+magic and the hash, then uses ``torch.load(weights_only=True)`` (tensors and plain containers only: no pickled code
+runs), and raises :class:`pyebm.CheckpointError` for anything else.
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ import hashlib
 import io
 import os
 import pathlib
+import shutil
 import tempfile
 
 import torch
 
 from ..diagnostics import CheckpointError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_writable", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_writable", "MAGIC"]
 
-FORMAT, VERSION = "pyebm-training-checkpoint", 1
+#: the first bytes of every checkpoint file (format and version)
+MAGIC = b"PYEBM-CHECKPOINT-1\n"
 
 
 def _serialise(payload: dict) -> bytes:
@@ -47,16 +49,15 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
     """Write ``payload`` to ``path`` atomically, keeping the previous checkpoint as ``<path>.prev``."""
     path = pathlib.Path(path)
     data = _serialise(payload)
-    envelope = _serialise({"format": FORMAT, "version": VERSION, "sha256": hashlib.sha256(data).hexdigest(),
-                           "payload": data})
+    envelope = MAGIC + hashlib.sha256(data).digest() + data
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(envelope)
             f.flush()
             os.fsync(f.fileno())
-        if path.exists():
-            os.replace(path, path.with_name(path.name + ".prev"))
+        if path.exists():  # keep the previous one: linked (or copied) aside, so that `path` never goes missing
+            _keep(path, path.with_name(path.name + ".prev"))
         os.replace(tmp, path)
         try:  # make the rename itself durable
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -71,6 +72,17 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
             os.unlink(tmp)
 
 
+def _keep(path: pathlib.Path, previous: pathlib.Path) -> None:
+    staging = previous.with_name(previous.name + ".tmp")
+    if staging.exists():
+        staging.unlink()
+    try:
+        os.link(path, staging)
+    except OSError:  # a filesystem without hard links
+        shutil.copyfile(path, staging)
+    os.replace(staging, previous)
+
+
 def load_checkpoint(source: str | os.PathLike | dict) -> dict:
     """The training state saved by :func:`save_checkpoint` (or an in-memory ``TrainResult.checkpoint()``)."""
     if isinstance(source, dict):
@@ -78,21 +90,15 @@ def load_checkpoint(source: str | os.PathLike | dict) -> dict:
     path = pathlib.Path(source)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}.")
-    try:
-        envelope = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:  # noqa: BLE001 - truncated, foreign or tampered files fail in many ways inside torch
-        raise CheckpointError(f"{str(path)!r} is not a readable pyebm checkpoint ({type(err).__name__}: "
-                              f"{str(err)[:200]}); the previous one, if any, is {str(path)!r}.prev.") from err
-    if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a pyebm training checkpoint.")
-    if envelope.get("version") != VERSION:
-        raise CheckpointError(f"{str(path)!r} has checkpoint version {envelope.get('version')!r}; this pyebm reads "
-                              f"version {VERSION}.")
-    data = envelope.get("payload")
-    if not isinstance(data, bytes) or hashlib.sha256(data).hexdigest() != envelope.get("sha256"):
-        raise CheckpointError(f"{str(path)!r} is corrupted: its content does not match its hash. Resume from "
-                              f"{str(path)!r}.prev, the previous checkpoint.")
+    raw = path.read_bytes()
+    if not raw.startswith(MAGIC):
+        raise CheckpointError(f"{str(path)!r} is not a pyebm training checkpoint (written by pyebm.train.fit).")
+    digest, data = raw[len(MAGIC) : len(MAGIC) + 32], raw[len(MAGIC) + 32 :]
+    if hashlib.sha256(data).digest() != digest:
+        raise CheckpointError(f"{str(path)!r} is corrupted or truncated: its content does not match its hash. Resume "
+                              f"from {str(path)!r}.prev, the previous checkpoint.")
     try:
         return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{str(path)!r} holds a payload that cannot be read safely ({err}).") from err
+    except Exception as err:  # noqa: BLE001 - whatever torch refuses (code in a pickle) is not a usable checkpoint
+        raise CheckpointError(f"{str(path)!r} holds a payload that cannot be read safely ({type(err).__name__}: "
+                              f"{str(err)[:200]}).") from err

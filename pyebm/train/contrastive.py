@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..inference.registry import positive_float, positive_int
 from ..samplers import ReplayBuffer
 from .base import (
     LangevinOptions,
@@ -124,6 +125,11 @@ class CD(LangevinOptions, Objective):
 
     alpha: float = 0.0
 
+
+    def check(self) -> None:
+        positive_float("CD", "alpha", self.alpha, allow_zero=True)
+        super().check()
+
     def loss(self, energy, batch, state, generator):
         x = single(batch, self.name)
         neg = self.run(energy, x, generator)
@@ -163,6 +169,14 @@ class PCD(LangevinOptions, Objective):
     init: object = None
     alpha: float = 0.0
 
+
+    def check(self) -> None:
+        positive_int("PCD", "buffer_size", self.buffer_size)
+        if not 0 <= self.reinit_prob <= 1:
+            raise ValueError(f"PCD: reinit_prob must lie in [0, 1], got {self.reinit_prob!r}.")
+        positive_float("PCD", "alpha", self.alpha, allow_zero=True)
+        super().check()
+
     def setup(self, energy, data, generator):
         data = single(data, self.name)
         state = nn.Module()
@@ -201,6 +215,11 @@ class NCE(Objective):
 
     noise: object = "gaussian"
     ratio: float = 1.0
+
+
+    def check(self) -> None:
+        positive_float("NCE", "ratio", self.ratio)
+        super().check()
 
     def setup(self, energy, data, generator):
         data = single(data, self.name)
@@ -244,6 +263,13 @@ class Margin(LangevinOptions, Objective):
     margin: float = 1.0
     kind: str = "hinge"
 
+
+    def check(self) -> None:
+        positive_float("Margin", "margin", self.margin)
+        if self.kind not in MARGIN_KINDS:
+            raise ValueError(f"Margin: unknown kind {self.kind!r}; choose one of {MARGIN_KINDS}.")
+        super().check()
+
     def loss(self, energy, batch, state, generator):
         if isinstance(batch, torch.Tensor):
             neg = self.run(energy, batch, generator)
@@ -265,6 +291,11 @@ class InfoNCE(Objective):
 
     temperature: float = 1.0
     symmetric: bool = False
+
+
+    def check(self) -> None:
+        positive_float("InfoNCE", "temperature", self.temperature)
+        super().check()
 
     def loss(self, energy, batch, state, generator):
         if isinstance(batch, torch.Tensor) or len(batch) != 2:

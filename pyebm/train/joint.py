@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..energy import Energy
+from ..inference.registry import positive_float
 from .base import Objective, register_objective
 
 __all__ = ["JointEmbedding", "variance_covariance_loss", "VarianceCovariance", "embedding_collapse"]
@@ -83,6 +84,13 @@ class VarianceCovariance(Objective):
     variance: float = 25.0
     covariance: float = 1.0
     floor: float = 1.0
+
+
+    def check(self) -> None:
+        for name in ("invariance", "variance", "covariance"):
+            positive_float("VarianceCovariance", name, getattr(self, name), allow_zero=True)
+        positive_float("VarianceCovariance", "floor", self.floor)
+        super().check()
 
     def loss(self, energy, batch, state, generator):
         if isinstance(batch, torch.Tensor) or len(batch) != 2 or not hasattr(energy, "embed"):

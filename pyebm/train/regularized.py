@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..diagnostics import check_beta
+from ..inference.registry import positive_int
 from .base import Objective, global_rng_from, randn, register_objective, single
 
 __all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "KMeansObjective", "SparseCodingObjective",
@@ -62,6 +64,11 @@ class KMeansObjective(Objective):
 
     beta: float = math.inf
 
+
+    def check(self) -> None:
+        check_beta(self.beta, allow_zero=False, allow_inf=True, name="KMeans: beta")
+        super().check()
+
     def loss(self, energy, batch, state, generator):
         x = single(batch, self.name)
         e = energy(x)
@@ -76,6 +83,11 @@ class SparseCodingObjective(Objective):
     shrinking codes drive the L1 term, and with it the energy, to zero everywhere (the collapse in this family)."""
 
     fista_steps: int = 200
+
+
+    def check(self) -> None:
+        positive_int("SparseCoding", "fista_steps", self.fista_steps)
+        super().check()
 
     def setup(self, energy, data, generator):
         if not (hasattr(energy, "codes") and isinstance(getattr(energy, "dictionary", None), nn.Parameter)):
@@ -122,6 +134,11 @@ class VAEObjective(Objective):
 
     latent_dim: int = 2
     hidden: tuple = (64,)
+
+
+    def check(self) -> None:
+        positive_int("VAE", "latent_dim", self.latent_dim)
+        super().check()
 
     def setup(self, energy, data, generator):
         data = single(data, self.name)

@@ -11,6 +11,7 @@ import dataclasses
 
 import torch
 
+from ..inference.registry import positive_float, positive_int
 from .base import Objective, energies_of, randn, register_objective, single
 
 __all__ = ["dsm_loss", "ssm_loss", "DSM", "SSM"]
@@ -71,6 +72,11 @@ class DSM(Objective):
     sigma: float = 0.1
     variance_reduction: bool = True
 
+
+    def check(self) -> None:
+        positive_float("DSM", "sigma", self.sigma)
+        super().check()
+
     def loss(self, energy, batch, state, generator):
         x = single(batch, self.name)
         if not self.sigma > 0:
@@ -85,6 +91,11 @@ class SSM(Objective):
     """Sliced score matching (:func:`ssm_loss`) with ``projections`` random directions per example."""
 
     projections: int = 1
+
+
+    def check(self) -> None:
+        positive_int("SSM", "projections", self.projections)
+        super().check()
 
     def loss(self, energy, batch, state, generator):
         x = single(batch, self.name)

@@ -18,7 +18,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from ..diagnostics import InferenceError
 from ..inference.approximations import Gaussian, PointMass
-from ..inference.curvature import positive_definite
+from ..inference.curvature import check_dense_size, positive_definite
 from ..inference.minimize import minimize
 from ..inference.result import Posterior
 from ..ops import TORCH
@@ -33,6 +33,8 @@ def adapt_independent(fn: Functional, x, energy: Callable, scales: torch.Tensor,
     """MAP (or Laplace) of every input's own copy of the latents, all at once."""
     u0 = fn.flatten(fn.trained)
     B, D = tree_leaves(x)[0].shape[0], u0.numel()
+    if laplace:  # one D x D precision per input: refused before anything is allocated
+        check_dense_size(D, B, u0.itemsize, "Laplace (independent adaptation)")
 
     def potential(u, xi):
         values = fn.unflatten(u)
