@@ -56,7 +56,7 @@ class PointMass:
         return dict(self.values)
 
     def std(self) -> dict:
-        return {k: v * 0 for k, v in self.values.items()}
+        return {k: self.ops.zeros(tuple(v.shape), v) for k, v in self.values.items()}
 
     def ordered(self, group_by_chain: bool) -> dict:
         """The point as one draw (one chain of one draw)."""

@@ -40,6 +40,9 @@ NEWTON_START_LIMIT = 20
 #: iterations in a row without a decrease beyond round-off after which a row has stalled
 STALL_ITERATIONS = 10
 
+#: L-BFGS iterations over which a row's estimated distance must halve before Newton steps take it over
+HANDOVER_ITERATIONS = 25
+
 #: a row whose parameters end this many times farther out than they started, with the energy still falling,
 #: runs away: its energy is unbounded below
 RUNAWAY = 1e6
@@ -123,17 +126,23 @@ def minimize(
     try:
         if not run.status_ok_at_start():
             return run.result(None)
+        verify = hessian is not None and (
+            u0.shape[1] <= VERIFY_LIMIT if verify is None else verify and u0.shape[1] <= DENSE_LIMIT)
         if optimizer == "lbfgs":
             first = hessian if hessian is not None and u0.shape[1] <= NEWTON_START_LIMIT else None
-            run.lbfgs(steps, memory, first)
+            run.lbfgs(steps, memory, first, handover=verify)
         else:
             run.adam(steps, 0.05 if lr is None else lr)
         H = None
-        verify = u0.shape[1] <= VERIFY_LIMIT if verify is None else verify and u0.shape[1] <= DENSE_LIMIT
-        if hessian is not None and verify:
+        if verify:
             # L-BFGS shares `steps` with the polish; Adam's steps are its own
             budget = newton_steps if optimizer == "adam" else min(newton_steps, max(steps - run.iterations, 0))
             H = run.newton(hessian, budget)
+            if optimizer == "lbfgs" and (run.status == "max_steps").any() and run.iterations < steps:
+                # Newton could not finish what L-BFGS handed over (no interior mode, a long curved valley):
+                # L-BFGS goes on with the steps left, as without the handover, and Newton verifies again
+                run.lbfgs(steps - run.iterations, memory)
+                H = run.newton(hessian, min(newton_steps, max(steps - run.iterations, 0)))
         elif optimizer == "adam":
             done = run.ok() & (np.abs(ops.to_numpy(run.g)).max(1) <= tol)
             run.status[done] = "converged"
@@ -184,14 +193,17 @@ class _Run:
         self.status[away] = "unbounded"
 
     # --- L-BFGS ---------------------------------------------------------------------------------------------
-    def lbfgs(self, steps: int, memory: int, hessian: Callable | None = None) -> None:
+    def lbfgs(self, steps: int, memory: int, hessian: Callable | None = None, handover: bool = False) -> None:
         """L-BFGS iterations; with ``hessian``, the first direction is Newton's where the Hessian is positive definite
-        (its Newton decrement is then exact too)."""
+        (its Newton decrement is then exact too). With ``handover`` (Newton steps follow), a row whose estimated
+        distance has not halved in :data:`HANDOVER_ITERATIONS` iterations (an ill-conditioned valley, where limited
+        memory crawls) stops here and is left to Newton."""
         ops, (B, D) = self.ops, self.u.shape
         S, Y, rho = ops.zeros((B, memory, D), self.u), ops.zeros((B, memory, D), self.u), ops.zeros((B, memory), self.u)
         pairs = np.zeros(B, dtype=int)
         active = self.status == "max_steps"
         best, stale = ops.to_numpy(self.f).astype(np.float64), np.zeros(B, dtype=int)
+        distances = []
         for k in range(steps):
             d, has_pair = self._direction(S, Y, rho)
             newton = np.zeros(B, dtype=bool)
@@ -217,6 +229,9 @@ class _Run:
             done = active & estimable & (dist <= self.tol)
             self.status[done] = "converged"
             active &= ~done
+            distances.append(self.distance.copy())
+            if handover and k >= HANDOVER_ITERATIONS:
+                active &= ~(self.distance > 0.5 * distances[k - HANDOVER_ITERATIONS])
             if not active.any():
                 break
             u_new, f_new, g_new, moved, unbounded = self._line_search(d, slope, active)

@@ -38,6 +38,10 @@ class Posterior:
         The seed the run used.
     """
 
+    #: draws from which the moments of deterministic and discrete sites of a Gaussian or guide posterior are estimated
+    #: (each draw runs the model once)
+    extra_moment_draws = 1000
+
     def __init__(
         self,
         method: str,
@@ -108,7 +112,7 @@ class Posterior:
         if cached is None:
             mean, std = self.approximation.mean(), self.approximation.std()
             if self._completes_on_sample():
-                extra = self.view.complete(self.approximation.sample(4000, 0), 0, temperature=1.0)
+                extra = self.view.complete(self.approximation.sample(self.extra_moment_draws, 0), 0, temperature=1.0)
                 for k in self.view.extra_sites:
                     v = extra[k] * 1.0
                     mean[k], std[k] = v.mean(0), (v.std(0) if hasattr(v, "detach") else v.std(0, ddof=1))
