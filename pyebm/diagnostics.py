@@ -25,6 +25,8 @@ __all__ = [
     "check_energy",
     "ess_bulk",
     "split_rhat",
+    "rhat_and_ess",
+    "classic_rhat",
 ]
 
 
@@ -128,11 +130,32 @@ def check_energy(
 def _rank_normalize(x: np.ndarray) -> np.ndarray:
     """Rank-normalise draws (chain, draw, k) jointly over chains and draws, per column (Vehtari et al. 2021)."""
     from scipy.special import ndtri
-    from scipy.stats import rankdata
 
     flat = x.reshape(-1, x.shape[-1])
-    ranks = rankdata(flat, axis=0, method="average")  # ties share their average rank
-    return ndtri((ranks - 0.375) / (flat.shape[0] + 0.25)).reshape(x.shape)
+    return ndtri((_average_ranks(flat) - 0.375) / (flat.shape[0] + 0.25)).reshape(x.shape)
+
+
+def _average_ranks(flat: np.ndarray) -> np.ndarray:
+    """Ranks (1-based) down each column of ``flat`` (n, k), ties sharing their average rank (rejected MCMC proposals
+    repeat a draw exactly). Sorts contiguous rows of the transpose and touches only the tied entries: a few times
+    faster than ``scipy.stats.rankdata(axis=0)`` on many draws."""
+    cols = np.ascontiguousarray(flat.T)
+    k, n = cols.shape
+    order = np.argsort(cols, axis=1)
+    ordered = np.take_along_axis(cols, order, axis=1)
+    ranks = np.broadcast_to(np.arange(1.0, n + 1), (k, n)).copy()
+    tie = np.zeros((k, n + 1), dtype=np.int8)
+    tie[:, 1:n] = ordered[:, 1:] == ordered[:, :-1]
+    edges = np.diff(tie, axis=1)  # +1 at the first member of a run of equal values, -1 at its last
+    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # flat indices, row * n + position
+    if first.size:
+        lengths = last - first + 1
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        ranks.reshape(-1)[np.repeat(first, lengths) + offsets] = np.repeat((first + last) / 2.0 - (first // n) * n + 1.0,
+                                                                           lengths)
+    out = np.empty_like(cols)
+    np.put_along_axis(out, order, ranks, axis=1)
+    return out.T
 
 
 def _split(x: np.ndarray) -> np.ndarray:
@@ -192,6 +215,13 @@ def _rhat(x: np.ndarray) -> np.ndarray:
     return np.sqrt((between / within + n - 1) / n)
 
 
+def classic_rhat(x) -> np.ndarray:
+    """Split-R-hat of the raw draws per column of (chain, draw, k), without rank normalisation: cheap, for a first
+    look (NaN for constant columns)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.atleast_1d(_rhat(_split(_as_columns(x))))
+
+
 def _as_columns(x) -> np.ndarray:
     x = np.array(x, dtype=np.float64)
     return x[..., None] if x.ndim == 2 else x.reshape(x.shape[0], x.shape[1], -1)
@@ -200,25 +230,31 @@ def _as_columns(x) -> np.ndarray:
 def ess_bulk(x) -> np.ndarray | float:
     """Bulk effective sample size of draws (chain, draw) or, per column, (chain, draw, k): rank-normalised
     split chains. NaN for constant or too-short columns."""
-    cols = _as_columns(x)
-    out = np.full(cols.shape[-1], np.nan)
-    ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
-    if ok.any():
-        z = _split(_rank_normalize(cols[..., ok]))
-        acov = _autocovariance(z)
-        means = z.mean(axis=1)
-        out[ok] = [_ess(acov[..., j], means[:, j], z.shape[1]) for j in range(z.shape[-1])]
-    return float(out[0]) if np.ndim(x) == 2 else out
+    return _per_column(x, lambda c: rhat_and_ess(c)[1])
 
 
 def split_rhat(x) -> np.ndarray | float:
     """Rank-normalised split-R-hat of draws (chain, draw) or per column of (chain, draw, k): the max of the
     bulk and the folded (tail) R-hat. NaN for constant or too-short columns."""
+    return _per_column(x, lambda c: rhat_and_ess(c)[0])
+
+
+def rhat_and_ess(x) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`split_rhat` and :func:`ess_bulk` per column of (chain, draw, k) at once, sharing the rank
+    normalisation (the costly part with many draws)."""
     cols = _as_columns(x)
-    out = np.full(cols.shape[-1], np.nan)
+    rhat, ess = np.full(cols.shape[-1], np.nan), np.full(cols.shape[-1], np.nan)
     ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
     if ok.any():
         c = cols[..., ok]
+        z = _split(_rank_normalize(c))
         folded = np.abs(c - np.median(c.reshape(-1, c.shape[-1]), axis=0))
-        out[ok] = np.maximum(_rhat(_split(_rank_normalize(c))), _rhat(_split(_rank_normalize(folded))))
+        rhat[ok] = np.maximum(_rhat(z), _rhat(_split(_rank_normalize(folded))))
+        acov, means = _autocovariance(z), z.mean(axis=1)
+        ess[ok] = [_ess(acov[..., j], means[:, j], z.shape[1]) for j in range(z.shape[-1])]
+    return rhat, ess
+
+
+def _per_column(x, fn) -> np.ndarray | float:
+    out = fn(x)
     return float(out[0]) if np.ndim(x) == 2 else out

@@ -42,3 +42,15 @@ def test_check_beta_zero_and_inf_where_meaningless():
     assert check_beta(float("inf"), allow_inf=True) == float("inf")
     with pytest.raises(TypeError):
         check_beta("hot")
+
+
+def test_average_ranks_match_scipy_with_ties():
+    from scipy.stats import rankdata
+
+    from pyebm.diagnostics import _average_ranks
+
+    g = np.random.default_rng(0)
+    x = g.normal(size=(500, 3))
+    x[10:20] = x[9]  # a run of rejected proposals: every column tied
+    x[:, 2] = g.integers(0, 4, size=500)  # heavy ties
+    np.testing.assert_array_equal(_average_ranks(x), rankdata(x, axis=0, method="average"))
