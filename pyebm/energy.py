@@ -203,8 +203,8 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
     problem = batch_shape_error(name, tuple(energy.shape), _plate_frames(), enumerating)
     if problem:
         raise ValueError(problem)
-    if not bool(torch.isfinite(energy).all()):
-        energy = torch.where(torch.isfinite(energy), energy, torch.full_like(energy, float("inf")))
+    # a non-finite energy is zero density (no branch on its value: the factor runs under torch.func.vmap too)
+    energy = torch.where(torch.isfinite(energy), energy, torch.full_like(energy, float("inf")))
     unit = dist.Unit(-beta * energy)
     pyro.sample(
         name,

@@ -71,6 +71,9 @@ class ArrayOps:
         """Per-row gradients ``(B, D)`` and Hessians ``(B, D, D)`` at ``u``, differentiable with respect to what ``fn``
         closes over and to ``u`` (for implicit derivatives; stop ``u``'s gradient first to make it a constant)."""
 
+    def vmap(self, fn: Callable) -> Callable:
+        """``fn`` of one point mapped over the leading dimension of its array arguments."""
+
     # --- randomness --------------------------------------------------------------------------------------------
     def normal(self, seed: int, shape, like: Array) -> Array:
         """Standard normal draws from their own stream (the global RNG is left alone)."""
@@ -241,6 +244,9 @@ class TorchOps(ArrayOps):
                     for j in range(u.shape[1])]
         H = torch.stack(cols, -1)
         return g, 0.5 * (H + H.transpose(1, 2))
+
+    def vmap(self, fn):
+        return torch.func.vmap(fn, randomness="different")
 
     def normal(self, seed, shape, like):
         generator = torch.Generator(device=like.device).manual_seed(int(seed))

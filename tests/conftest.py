@@ -23,6 +23,16 @@ def _clean_pyro_state():
     pyro.clear_param_store()
 
 
+def assert_within_mc_error(post, mean, sd, name="x"):
+    """Mean within 4 Monte Carlo standard errors sd/sqrt(ESS); sd within 4 standard errors of a Gaussian
+    sample sd, sd/sqrt(2 ESS) (bulk ESS of each element, from the chains themselves)."""
+    ess = torch.tensor([v for k, v in post.diagnostics["ess_bulk"].items() if k.startswith(name)])
+    m, s = post.mean()[name].reshape(-1), post.std()[name].reshape(-1)
+    mean, sd = torch.as_tensor(mean).reshape(-1), torch.as_tensor(sd).reshape(-1)
+    assert ((m - mean).abs() <= 4 * sd / ess.sqrt()).all(), (m, mean, ess)
+    assert ((s - sd).abs() <= 4 * sd / (2 * ess).sqrt()).all(), (s, sd, ess)
+
+
 def gaussian_2d(dtype=torch.float64):
     """The exact reference of the suite: a correlated 2-D Gaussian energy."""
     from pyebm.energies import Gaussian

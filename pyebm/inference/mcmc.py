@@ -8,14 +8,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..diagnostics import InferenceError, ess_bulk, split_rhat, warn
+from ..diagnostics import InferenceError, classic_rhat, rhat_and_ess, warn
 from ..ops import TORCH, ArrayOps
 from .approximations import Draws, to_numpy
 from .registry import Method, positive_float, positive_int, probability, register
 from .result import Posterior, element_labels
 from .svi import probe_improper
 
-__all__ = ["NUTS", "HMC", "posterior_from_draws", "RHAT_THRESHOLD", "MAX_LEAPFROG"]
+__all__ = ["NUTS", "HMC", "mcmc_posterior", "posterior_from_draws", "RHAT_THRESHOLD", "MAX_LEAPFROG"]
 
 #: r_hat above this triggers a ConvergenceWarning (Vehtari et al. 2021)
 RHAT_THRESHOLD = 1.01
@@ -60,26 +60,30 @@ class _MCMC(Method):
         return out
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
-        label = self.name.upper()
-        potential = backend.potential(model, args, kwargs, init=self.init, jit_compile=self.jit_compile, what=label,
-                                      seed=seed)
+        potential = backend.potential(model, args, kwargs, init=self.init, jit_compile=self.jit_compile,
+                                      what=self.name.upper(), seed=seed)
         if potential.refusal:
             raise ValueError(potential.refusal)
-        u, divergences, accept, extra = backend.mcmc(self, potential, seed, progress)
-        _check_drift(u, potential, label)
-        chains, draws_per_chain = u.shape[:2]
-        draws = potential.constrain(u)
-        view = backend.model_view(model, args, kwargs, potential)
-        if view.extra_sites:
-            flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
-            done = view.complete(flat, seed, temperature=1.0)
-            draws = {k: v.reshape((chains, draws_per_chain) + tuple(v.shape[1:])) for k, v in done.items()}
-        post = posterior_from_draws(self.name, draws, divergences, accept, ops=potential.ops, view=view)
-        post.diagnostics.update(extra)
-        return post
+        return mcmc_posterior(self, backend, model, args, kwargs, seed, potential,
+                              backend.mcmc(self, potential, seed, progress))
 
-    def _posterior(self, draws: dict, divergences: list, accept: list) -> Posterior:
-        return posterior_from_draws(self.name, draws, divergences, accept)
+
+def mcmc_posterior(method, backend, model, args, kwargs, seed: int, potential, result) -> Posterior:
+    """The Posterior of a sampler's ``result`` (unconstrained draws ``(chain, draw, D)``, divergent draws and
+    acceptance rates per chain, extra diagnostics): drift checked, draws constrained, the model's other sites
+    completed, r_hat, ESS and divergences checked."""
+    u, divergences, accept, extra = result
+    _check_drift(u, potential, method.name.upper())
+    chains, draws_per_chain = u.shape[:2]
+    draws = potential.constrain(u)
+    view = backend.model_view(model, args, kwargs, potential)
+    if view.extra_sites:
+        flat = {k: v.reshape((-1,) + tuple(v.shape[2:])) for k, v in draws.items()}
+        done = view.complete(flat, seed, temperature=1.0)
+        draws = {k: v.reshape((chains, draws_per_chain) + tuple(v.shape[1:])) for k, v in done.items()}
+    post = posterior_from_draws(method.name, draws, divergences, accept, ops=potential.ops, view=view)
+    post.diagnostics.update(extra)
+    return post
 
 
 def _check_drift(u, potential, label: str) -> None:
@@ -90,7 +94,7 @@ def _check_drift(u, potential, label: str) -> None:
     draws = ops.to_numpy(u).astype(np.float64)
     flat = np.abs(draws).reshape(-1, u.shape[-1])
     start = float(np.abs(ops.to_numpy(potential.init)).max(initial=0.0))
-    rhat = np.nanmax(np.atleast_1d(split_rhat(draws))) if draws.shape[1] >= 4 else 1.0
+    rhat = np.nanmax(classic_rhat(draws)) if draws.shape[1] >= 4 else 1.0
     if flat.max() > 1e3 * (1.0 + start) or rhat > 1.05:
         probe_improper(potential, label)
     far = flat.max(0) > DRIFT * (1.0 + start)
@@ -126,8 +130,9 @@ def posterior_from_draws(method: str, draws: dict, divergences: list, accept: li
     for name, v in arrays.items():
         flat = v.reshape(v.shape[0], v.shape[1], -1).astype(np.float64)
         labels = element_labels(name, tuple(v.shape[2:]))
-        rhat.update(zip(labels, np.atleast_1d(split_rhat(flat)).tolist()))
-        ess.update(zip(labels, np.atleast_1d(ess_bulk(flat)).tolist()))
+        r, e = rhat_and_ess(flat)
+        rhat.update(zip(labels, r.tolist()))
+        ess.update(zip(labels, e.tolist()))
     n_div = int(diverging.sum())
     if n_div:
         warn(

@@ -65,14 +65,18 @@ class Potential:
     potential_fn : callable, optional
         The same potential (Jacobian included) of one point given as a dict of unconstrained site values, the form
         the backend's own kernels take; by default :meth:`__call__` on the packed point.
+    one_point : callable or str, optional
+        ``one_point(u (D,), jacobian) -> ()``: the potential of one point written so that the backend's ``vmap`` can
+        map it (see :meth:`vectorized`); or a sentence saying why there is none.
     """
 
     def __init__(self, sites: list[Site], init, ops: ArrayOps, evaluate: Callable, *, batched: bool,
-                 refusal: str | None = None, potential_fn: Callable | None = None):
+                 refusal: str | None = None, potential_fn: Callable | None = None,
+                 one_point: Callable | str | None = None):
         if not sites:
             raise ValueError("the model has no continuous latent sample sites: there is nothing to infer.")
         self.sites, self.init, self.ops = list(sites), init, ops
-        self._evaluate, self.batched, self.refusal = evaluate, batched, refusal
+        self._evaluate, self.batched, self.refusal, self.one_point = evaluate, batched, refusal, one_point
         self.dim = sum(s.numel for s in self.sites)
         self.potential_fn = potential_fn or (lambda params: self(self.pack(params)[None], True)[0])
 
@@ -141,6 +145,34 @@ class Potential:
         """The Hessian diagonal of every row, ``(B, D)``, by Hessian-vector products (never a D x D matrix)."""
         return self.ops.hessian_diagonal(lambda v: self(v, jacobian), u)
 
+    def vectorized(self, what: str) -> Potential:
+        """This potential evaluating a batch of points in one call: itself where it already does, else its one-point
+        form mapped by the backend's ``vmap`` and checked against point-by-point evaluation at a few points near the
+        initial one. A ValueError says why where it cannot be."""
+        if self.batched:
+            return self
+        how = ("Use method='nuts', or write the model to run on one point without Python control flow on tensor "
+               "values (.item(), `if x > 0`, in-place writes).")
+        if not callable(self.one_point):
+            raise ValueError(f"{what} needs the potential of many points in one call, and this one cannot be "
+                             f"vectorised: {self.one_point or 'no one-point form'}. {how}")
+        mapped = {j: self.ops.vmap(lambda u, j=j: self.one_point(u, j)) for j in (True, False)}
+        spread = self.ops.normal(0, (4, self.dim), self.init)
+        u = self.init[None] + 0.3 * spread
+        try:
+            together = mapped[True](u)
+        except Exception as err:  # noqa: BLE001 - vmap fails in as many ways as a model can be written
+            raise ValueError(f"{what} needs the potential of many points in one call; vectorising it failed: "
+                             f"{str(err).splitlines()[0][:300]}. {how}") from None
+        a, b = self.ops.to_numpy(together), self.ops.to_numpy(self(u, True))
+        tol = 1e-4 if self.ops.eps(u) > 1e-10 else 1e-8
+        scale = 1.0 + np.abs(b[np.isfinite(b)]).max(initial=0.0)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=0.0, atol=tol * scale, equal_nan=True):
+            raise ValueError(f"{what} needs the potential of many points in one call; vectorised, this model's "
+                             f"energies differ from its point-by-point ones ({a} against {b}). {how}")
+        return Potential(self.sites, self.init, self.ops, lambda v, jacobian: mapped[jacobian](v), batched=True,
+                         potential_fn=self.potential_fn, one_point=self.one_point)
+
     def unpack_spread(self, v) -> dict:
         """Per-site values of a vector of spreads (standard deviations) over ``u``: held coordinates spread zero."""
         return self.unpack(v)
@@ -166,11 +198,15 @@ class Restricted(Potential):
     Draws and values are reported on the full layout, the held elements at their initial values."""
 
     def __init__(self, full: Potential, free: np.ndarray):
-        self.full, self.index = full, np.flatnonzero(free)
+        self.full, self.index, self._free = full, np.flatnonzero(free), free
         super().__init__(full.sites, full.init[self.index], full.ops,
                          lambda u, jacobian: full(self.expand(u), jacobian), batched=full.batched,
                          refusal=full.refusal, potential_fn=lambda params: self(params["u"][None], True)[0])
         self.dim = len(self.index)
+
+    def vectorized(self, what: str) -> Potential:
+        full = self.full.vectorized(what)
+        return self if full is self.full else Restricted(full, self._free)
 
     def expand(self, u):
         """The full point(s) of ``u`` (``(..., D_free)`` to ``(..., D)``)."""

@@ -89,6 +89,7 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
     probe = _prototype(model, args, kwargs, init_to_median)
     latent = dict(_latent_nodes(probe))
     continuous = [k for k, n in latent.items() if not n["fn"].support.is_discrete]
+    enumerated = [k for k in latent if k not in continuous]
     for k, n in latent.items():
         if n["fn"].support.is_discrete and not n["fn"].has_enumerate_support:
             raise ValueError(
@@ -143,8 +144,29 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
         with pyro.validation_enabled(False):
             return pe_fn(params)
 
-    potential = Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn)
+    one_point = (f"the model has enumerated discrete sites {enumerated}" if enumerated
+                 else _traced_one_point(model, args, kwargs, sites))
+    potential = Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn, one_point=one_point)
     return potential.restricted(_unmasked(sites, proto))
+
+
+def _traced_one_point(model, args, kwargs, sites: list[Site]) -> Callable:
+    """The potential of one point by conditioning and tracing the model: the form ``torch.func.vmap`` can map (Pyro's
+    own potential function goes through enumeration machinery that reads ``.data``, which vmap forbids)."""
+
+    def one_point(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        unconstrained = dict(zip([s.name for s in sites], _unpack(sites, u)))
+        values = {s.name: s.transform(unconstrained[s.name]) for s in sites}
+        with pyro.validation_enabled(False), poutine.block():
+            trace = poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs)
+            total = -trace.log_prob_sum()
+        if jacobian:
+            for s in sites:
+                if not s.on_reals:
+                    total = total - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
+        return total
+
+    return one_point
 
 
 def _unmasked(sites: list[Site], trace) -> np.ndarray:
@@ -237,14 +259,20 @@ def energy_potential(direct, kwargs: dict, init) -> Potential:
                 total = total - ladj.reshape(batch + (-1,)).sum(-1)
         return total
 
+    (only,) = sites if len(sites) == 1 else (None,)
+    plain = batched and only is not None and only.on_reals and only.name in direct.flat and len(only.shape) == 1
+
     def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        if plain:  # one vector site on the reals, flat prior: the potential is the energy of u itself
+            return direct({only.name: u}, **kwargs)
         if batched:
             return terms(dict(zip(direct.prior, _unpack(sites, u))), tuple(u.shape[:1]), jacobian)
         # an energy of one point: the Potential hands over one row at a time
         return terms(dict(zip(direct.prior, _unpack(sites, u[0]))), (), jacobian).reshape(1)
 
     return Potential(sites, u0, TORCH, evaluate, batched=batched,
-                     potential_fn=lambda params: terms(params, (), True))
+                     potential_fn=lambda params: terms(params, (), True),
+                     one_point=lambda u, jacobian: terms(dict(zip(direct.prior, _unpack(sites, u))), (), jacobian))
 
 
 def _dtype(direct) -> torch.dtype:

@@ -109,6 +109,9 @@ class JaxOps(ArrayOps):
 
         return vg
 
+    def vmap(self, fn):
+        return jax.vmap(fn)
+
     def _hvps(self, fn, u, directions):
         grad = jax.grad(lambda v: jnp.sum(fn(v)))
         return jax.vmap(lambda d: jax.jvp(grad, (u,), (d,))[1])(directions)

@@ -8,19 +8,9 @@ import torch
 
 import pyebm
 
-from conftest import gaussian_2d
+from conftest import assert_within_mc_error, gaussian_2d
 
 mcmc = sys.modules["pyebm.inference.mcmc"]
-
-
-def assert_within_mc_error(post, mean, sd, name="x"):
-    """Mean within 4 Monte Carlo standard errors sd/sqrt(ESS); sd within 4 standard errors of a Gaussian
-    sample sd, sd/sqrt(2 ESS) (bulk ESS of each element, from the chains themselves)."""
-    ess = torch.tensor([v for k, v in post.diagnostics["ess_bulk"].items() if k.startswith(name)])
-    m, s = post.mean()[name].reshape(-1), post.std()[name].reshape(-1)
-    mean, sd = torch.as_tensor(mean).reshape(-1), torch.as_tensor(sd).reshape(-1)
-    assert ((m - mean).abs() <= 4 * sd / ess.sqrt()).all(), (m, mean, ess)
-    assert ((s - sd).abs() <= 4 * sd / (2 * ess).sqrt()).all(), (s, sd, ess)
 
 
 @pytest.mark.parametrize("method", [pyebm.NUTS(num_samples=500, warmup_steps=300),
@@ -68,8 +58,8 @@ def test_tempered_nuts_samples_the_tempered_density(float64):
 
 
 def _fake_posterior(draws, divergences=None):
-    method = pyebm.NUTS(num_samples=draws.shape[1], num_chains=draws.shape[0])
-    return method._posterior({"x": draws}, divergences or [[] for _ in range(draws.shape[0])], [0.8] * draws.shape[0])
+    return mcmc.posterior_from_draws("nuts", {"x": draws}, divergences or [[] for _ in range(draws.shape[0])],
+                                     [0.8] * draws.shape[0])
 
 
 def test_disagreeing_chains_warn_with_r_hat():
