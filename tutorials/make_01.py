@@ -18,6 +18,7 @@ and shows what each rung adds."""),
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+%matplotlib inline
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -82,10 +83,17 @@ table.round(3)"""),
 * **SVI** fits the best Gaussian under $\\mathrm{KL}(q\\,\\|\\,p)$, which punishes mass where $p$ has none: it
   shrinks $x_1$'s spread to stay inside the curve, and moves its mean up toward the banana's mean. Its ELBO is a
   lower bound on $\\log Z$ (below), not an estimate.
-* **NUTS** samples the banana itself: means and spreads within Monte Carlo error of the exact column."""),
+* **NUTS** samples the banana itself: means and spreads within two Monte Carlo standard errors of the exact
+  column (printed below, in units of those errors)."""),
     code("""svi = posts[2]
 print(f"SVI final ELBO {svi.diagnostics['final_elbo']:.3f}  <=  log Z {energy.log_normalizer():.3f}")
-print(posts[3].summary().round(3))"""),
+print(posts[3].summary().round(3))
+nuts_post, sd_exact = posts[3], cov.diagonal().sqrt()
+for i in range(2):
+    ess = nuts_post.diagnostics["ess_bulk"][f"x[{i}]"]
+    se_mean, se_sd = sd_exact[i] / ess**0.5, sd_exact[i] / (2 * ess) ** 0.5  # the sd's se: Gaussian approximation
+    print(f"x[{i}]: NUTS mean off by {float((nuts_post.mean()['x'][i] - mean[i]) / se_mean):+.1f} Monte Carlo se, "
+          f"sd off by {float((nuts_post.std()['x'][i] - sd_exact[i]) / se_sd):+.1f} se")"""),
     md("""## Tempering a model
 
 `pyebm.temper(model, beta)` rescales every energy factor of a model (and nothing else: priors and likelihoods

@@ -26,6 +26,7 @@ import os
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+%matplotlib inline
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -152,7 +153,7 @@ fig.tight_layout()"""),
   exactly, yet tile it better than the MLPs managed with this many steps.
 
 `benchmarks/train_2d.py` prints the same comparison at full length, with wall time and energy evaluations; the
-README records the numbers."""),
+benchmark page (`docs/benchmarks.md`) records the numbers."""),
 ]
 nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 nbf.write(nb, "tutorials/03_contrastive_vs_regularized.ipynb")

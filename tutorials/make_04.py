@@ -25,6 +25,7 @@ shared 4-D latent $s$. A good embedding keeps $s$ (we check with a linear probe)
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+%matplotlib inline
 
 import matplotlib.pyplot as plt
 import pandas as pd

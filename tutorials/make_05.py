@@ -24,6 +24,7 @@ import sys
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+%matplotlib inline
 
 import matplotlib.pyplot as plt
 import pandas as pd

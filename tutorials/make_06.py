@@ -14,6 +14,7 @@ written in `jax.numpy` (on NumPyro, whose NUTS is compiled). Same names (`model_
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a kernel without ipywidgets
+%matplotlib inline
 
 import jax
 
@@ -49,14 +50,19 @@ table["exact"] = pd.Series({("x[0]", "mean"): float(mean[0]), ("x[0]", "sd"): fl
                             ("log_evidence", ""): torch_energy.log_normalizer()})
 table.round(4)"""),
     md("""The deterministic rungs agree between backends to optimiser tolerance (both Laplace evidences are the exact
-$\\log 2\\pi s$ here); the samplers agree with each other and with the exact column within Monte Carlo error, and
+$\\log 2\\pi s$ here); the samplers agree with each other and with the exact column within about two Monte Carlo standard errors
+(printed below), and
 NumPyro's compiled NUTS is the faster of the two (its wall time includes compilation).
 `benchmarks/nuts_backends.py` measures this properly: ESS per second and per gradient, raw against pyebm on each
 backend."""),
     code("""for label, post in posts.items():
     if post.method == "nuts":
         ess = min(post.diagnostics["ess_bulk"].values())
-        print(f"{label:16s} min bulk-ESS {ess:7.0f}   wall {post.wall_time:6.2f} s   ESS/s {ess / post.wall_time:8.1f}")"""),
+        print(f"{label:16s} min bulk-ESS {ess:7.0f}   wall {post.wall_time:6.2f} s   ESS/s {ess / post.wall_time:8.1f}")
+        for i in range(2):  # errors against the exact answer in Monte Carlo standard errors (sd: Gaussian approximation)
+            n, sd = post.diagnostics["ess_bulk"][f"x[{i}]"], float(cov[i, i].sqrt())
+            print(f"    x[{i}]: mean off by {(float(post.mean()['x'][i]) - float(mean[i])) / (sd / n**0.5):+.1f} se, "
+                  f"sd off by {(float(post.std()['x'][i]) - sd) / (sd / (2 * n) ** 0.5):+.1f} se")"""),
 ]
 nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
 nbf.write(nb, "tutorials/06_backends.ipynb")
