@@ -9,14 +9,14 @@ from . import energies, plot, train, ttt
 from .diagnostics import CheckpointError, ConvergenceWarning, InferenceError
 from .energy import Energy, energy_factor, model_from_energy
 from .handlers import temper
-from .inference import HMC, MAP, NUTS, SVI, ChEES, Laplace, Posterior, compare, infer
+from .inference import HMC, MAP, NUTS, SMC, SVI, ChEES, Laplace, Posterior, compare, infer
 from .latent import free_energy, profile
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Energy", "energy_factor", "model_from_energy", "temper",
-    "infer", "MAP", "Laplace", "SVI", "NUTS", "HMC", "ChEES", "Posterior", "compare",
+    "infer", "MAP", "Laplace", "SVI", "NUTS", "HMC", "ChEES", "SMC", "Posterior", "compare",
     "free_energy", "profile", "InferenceError", "ConvergenceWarning", "CheckpointError", "energies", "plot", "train",
     "ttt",
 ]

@@ -7,6 +7,7 @@ from .laplace import Laplace
 from .map import MAP
 from .mcmc import HMC, NUTS
 from .result import Posterior, compare
+from .smc import SMC
 from .svi import SVI
 
-__all__ = ["infer", "Posterior", "compare", "MAP", "Laplace", "SVI", "NUTS", "HMC", "ChEES"]
+__all__ = ["infer", "Posterior", "compare", "MAP", "Laplace", "SVI", "NUTS", "HMC", "ChEES", "SMC"]

@@ -244,7 +244,7 @@ def _row_by_row_on_failure(fn: Callable, width: int) -> Callable:
                     first = first or row_err
                     rows.append(None)
             if all(r is None for r in rows):
-                raise first
+                raise first from None
             like = next(r for r in rows if r is not None)
             inf = (torch.full((1,), float("inf"), dtype=x.dtype, device=x.device),)
             fill = inf + (torch.zeros_like(x[:1]),) * (width - 1)

@@ -248,7 +248,8 @@ def compare(*posteriors: Posterior, labels: list[str] | None = None):
     """One table of the same quantities across posteriors.
 
     Rows are ``(quantity, statistic)``: ``mean`` and ``sd`` of every site element, then
-    ``log_evidence`` and ``wall_time``; columns are the posteriors, labelled by method (made
+    ``log_evidence`` (and its Monte Carlo standard error ``("log_evidence", "se")`` where a sampler estimated it:
+    zero for Laplace's deterministic value, NaN where there is none) and ``wall_time``; columns are the posteriors, labelled by method (made
     unique with a suffix) or by ``labels``.
 
     Examples
@@ -280,8 +281,13 @@ def compare(*posteriors: Posterior, labels: list[str] | None = None):
                 col[(el, "mean")] = float(to_numpy(means[name]).reshape(-1)[j])
                 col[(el, "sd")] = float(to_numpy(stds[name]).reshape(-1)[j])
         col[("log_evidence", "")] = np.nan if p.log_evidence is None else float(p.log_evidence)
+        col[("log_evidence", "se")] = (np.nan if p.log_evidence is None
+                                       else float(p.diagnostics.get("log_evidence_se", 0.0)))
         col[("wall_time", "s")] = float(p.wall_time)
         columns[label] = col
+    if not any("log_evidence_se" in p.diagnostics for p in posteriors):
+        for col in columns.values():
+            del col[("log_evidence", "se")]
     table = pd.DataFrame(columns)
     table.index = pd.MultiIndex.from_tuples(table.index, names=["quantity", "stat"])
     return table

@@ -24,6 +24,8 @@ CONTRACT = {
             lambda post, sd: 4 * sd / torch.tensor(list(post.diagnostics["ess_bulk"].values())).sqrt()),
     "chees": (pyebm.ChEES(num_samples=200, warmup_steps=200, num_chains=8),
               lambda post, sd: 4 * sd / torch.tensor(list(post.diagnostics["ess_bulk"].values())).sqrt()),
+    # 4096 particles that resampling correlates: 0.1 sd is several Monte Carlo errors
+    "smc": (pyebm.SMC(reference=5.0), lambda post, sd: 0.1 * sd),
 }
 
 
@@ -47,7 +49,7 @@ def test_contract_on_the_exact_gaussian(name, float64):
     x = idata.posterior["x"]
     assert x.dims[:2] == ("chain", "draw")
     # MAP is one draw (as the issue on ArviZ asks: not 1000 identical draws)
-    assert x.shape[:2] == {"nuts": (2, 400), "hmc": (2, 400), "chees": (8, 200), "map": (1, 1)}.get(name, (1, 50))
+    assert x.shape[:2] == {"nuts": (2, 400), "hmc": (2, 400), "chees": (8, 200), "smc": (8, 512), "map": (1, 1)}.get(name, (1, 50))
     table = post.summary(num_samples=200)
     assert list(table.index) == ["x[0]", "x[1]"]
     assert {"mean", "sd", "hdi_3%", "hdi_97%"} <= set(table.columns)
@@ -65,7 +67,7 @@ def test_mcmc_arviz_has_sample_stats_and_summary_has_diagnostics(float64):
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"valid methods are \['chees', 'hmc', 'laplace', 'map', 'nuts', 'svi'\]"):
+    with pytest.raises(ValueError, match=r"valid methods are \['chees', 'hmc', 'laplace', 'map', 'nuts', 'smc', 'svi'\]"):
         pyebm.infer(pyebm.model_from_energy(gaussian_2d(), {"x": 2}), method="gibbs")
 
 

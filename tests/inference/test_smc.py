@@ -1,0 +1,182 @@
+"""Tempered SMC: log Z against exact answers within its own standard error, the modes of multimodal targets weighed
+right, the path's log Z(beta) against closed forms, and clear refusals.
+
+Tolerances: an estimate within 3 of its own standard errors. The standard error comes from 8 independent runs
+(a t statistic with 7 degrees of freedom: |t| > 3 with probability 0.02), and a slow test checks that it is
+calibrated over 20 seeds."""
+
+import math
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyebm
+from pyebm.energies import Banana, DoubleWell, Funnel, Gaussian, GaussianMixture
+from pyebm.inference.smc import next_beta
+
+MU = torch.tensor([1.0, -0.5])
+PRECISION = torch.tensor([[2.0, 0.6], [0.6, 1.0]])
+
+
+def assert_within_se(post, exact, k=3.0):
+    se = post.diagnostics["log_evidence_se"]
+    assert 0 < se < 0.2
+    assert abs(post.log_evidence - exact) <= k * se, (post.log_evidence, exact, se)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_log_z_of_a_gaussian_energy_at_several_temperatures(beta, float64):
+    e = Gaussian(MU.double(), PRECISION.double())
+    model = pyebm.temper(pyebm.model_from_energy(e, {"x": 2}), beta)
+    post = pyebm.infer(model, method=pyebm.SMC(reference=5.0), seed=0, progress=False)
+    assert_within_se(post, e.log_normalizer(beta))
+    assert post.method == "smc" and post.diagnostics["beta"][0] == 0.0 and post.diagnostics["beta"][-1] == 1.0
+
+
+@pytest.mark.parametrize("energy", [Banana(), Funnel()], ids=["banana", "funnel"])
+def test_log_z_of_the_banana_and_the_funnel(energy, float64):
+    post = pyebm.infer(pyebm.model_from_energy(energy, {"x": energy.dim}), method=pyebm.SMC(reference=5.0), seed=0,
+                       progress=False)
+    assert_within_se(post, energy.log_normalizer(1.0))
+
+
+def gaussian_with_prior():
+    e = Gaussian(MU.double(), PRECISION.double())
+
+    def model():
+        x = pyro.sample("x", dist.Normal(torch.zeros(2, dtype=torch.float64), 2.0).to_event(1))
+        pyebm.energy_factor("e", e(x))
+
+    return model
+
+
+def exact_log_z_with_prior(s):
+    """log of the integral of N(x; 0, 4 I) exp(-s E(x)), E the Gaussian energy: a Gaussian convolution."""
+    A = s * PRECISION.double()
+    if s == 0:
+        return 0.0
+    marginal = dist.MultivariateNormal(torch.zeros(2, dtype=torch.float64),
+                                       4 * torch.eye(2, dtype=torch.float64) + torch.linalg.inv(A))
+    return float(marginal.log_prob(MU.double()) + math.log(2 * math.pi) - 0.5 * torch.logdet(A))
+
+
+def test_the_path_from_the_prior_gives_log_z_at_every_beta_of_the_schedule(float64):
+    post = pyebm.infer(gaussian_with_prior(), method="smc", seed=0, progress=False)
+    d = post.diagnostics
+    assert len(d["beta"]) == len(d["log_Z"]) == len(d["log_Z_se"]) == d["num_stages"] + 1
+    for s, lz, se in zip(d["beta"][1:], d["log_Z"][1:], d["log_Z_se"][1:]):
+        assert abs(lz - exact_log_z_with_prior(s)) <= 3 * se
+    assert post.log_evidence == d["log_Z"][-1]
+    assert len(d["mean_energy"]) == len(d["heat_capacity"]) == d["num_stages"]
+    assert all(0.3 < a < 0.95 for a in d["acceptance_rate"])  # the step size follows the target acceptance
+
+
+def test_evidence_of_a_conjugate_regression_written_as_pyro_writes_it(float64):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(50, 3, generator=g)
+    y = X @ torch.tensor([1.0, -2.0, 0.5]) + 0.5 * torch.randn(50, generator=g)
+
+    def regression(X, y):
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", X.shape[0]):
+            pyro.sample("y", dist.Normal(X @ w, 0.5), obs=y)
+
+    exact = float(dist.MultivariateNormal(torch.zeros(50), 0.25 * torch.eye(50) + X @ X.T).log_prob(y))
+    post = pyebm.infer(regression, X, y, method=pyebm.SMC(num_particles=256), seed=0, progress=False)
+    assert_within_se(post, exact)
+    posterior_cov = torch.linalg.inv(torch.eye(3) + X.T @ X / 0.25)
+    posterior_mean = posterior_cov @ X.T @ y / 0.25
+    # 2048 particles, correlated by resampling: 0.1 posterior sd is several Monte Carlo errors
+    assert ((post.mean()["w"] - posterior_mean).abs() <= 0.1 * posterior_cov.diagonal().sqrt()).all()
+
+
+def test_a_mixture_with_unequal_weights_keeps_both_modes_in_proportion(float64):
+    mix = GaussianMixture(torch.tensor([[-3.0, 0.0], [3.0, 1.0]]), 0.7, torch.tensor([0.3, 0.7]))
+    post = pyebm.infer(pyebm.model_from_energy(mix, {"x": 2}), method=pyebm.SMC(reference=6.0), seed=0,
+                       progress=False)
+    assert_within_se(post, 0.0)
+    right = (post.draws()["x"].reshape(-1, 2)[:, 0] > 0).double()
+    # a single NUTS chain stays in one mode; the particles split 0.7 / 0.3 (0.05: ~7 binomial se of 4096 particles,
+    # which resampling correlates)
+    assert abs(float(right.mean()) - 0.7) < 0.05
+    by_run = right.reshape(8, -1).mean(1)
+    assert (by_run > 0.5).all() and (by_run < 0.9).all()  # every run holds both modes
+
+
+def test_the_double_well_is_covered_on_both_sides(float64):
+    well = DoubleWell()
+    post = pyebm.infer(pyebm.model_from_energy(well, {"x": 1}), method=pyebm.SMC(reference=4.0), seed=0,
+                       progress=False)
+    assert_within_se(post, well.log_normalizer(1.0))
+    x = post.draws()["x"].reshape(-1)
+    assert abs(float((x > 0).double().mean()) - 0.5) < 0.05
+    assert abs(float(x.std()) - float(well.covariance().sqrt())) < 0.05 * float(well.covariance().sqrt())
+
+
+def test_smc_is_reproducible_under_a_seed(float64):
+    model = pyebm.model_from_energy(Banana(), {"x": 2})
+    a, b, c = (pyebm.infer(model, method=pyebm.SMC(reference=5.0, num_particles=64), seed=s, progress=False)
+               for s in (1, 1, 2))
+    assert a.log_evidence == b.log_evidence and torch.equal(a.draws()["x"], b.draws()["x"])
+    assert a.log_evidence != c.log_evidence
+
+
+def test_compare_shows_log_z_with_its_standard_error(float64):
+    model = pyebm.model_from_energy(DoubleWell(), {"x": 1})
+    smc = pyebm.infer(model, method=pyebm.SMC(reference=4.0, num_particles=128), seed=0, progress=False)
+    lap = pyebm.infer(model, method=pyebm.Laplace(init={"x": torch.tensor([0.8])}), seed=0, progress=False)
+    table = pyebm.compare(smc, lap)
+    assert table.loc[("log_evidence", "se"), "smc"] == smc.diagnostics["log_evidence_se"] > 0
+    assert table.loc[("log_evidence", "se"), "laplace"] == 0.0
+    # Laplace sees one of the two wells: about log 2 short
+    assert table.loc[("log_evidence", ""), "smc"] - table.loc[("log_evidence", ""), "laplace"] > 0.5
+
+
+def test_smc_refuses_what_it_cannot_start_or_run():
+    flat = pyebm.model_from_energy(Banana(), {"x": 2})
+    with pytest.raises(ValueError, match=r"improper \(flat\) prior.*reference"):
+        pyebm.infer(flat, method="smc", progress=False)
+
+    def mixture():
+        z = pyro.sample("z", dist.Categorical(torch.ones(2) / 2), infer={"enumerate": "parallel"})
+        pyro.sample("x", dist.Normal(torch.tensor([-1.0, 1.0])[z], 1.0))
+
+    with pytest.raises(ValueError, match="enumerated discrete sites"):
+        pyebm.infer(mixture, method="smc", progress=False)
+    for bad in [dict(num_particles=1), dict(num_runs=1), dict(target_ess=0.0), dict(reference=-1.0)]:
+        with pytest.raises(ValueError):
+            pyebm.SMC(**bad)
+
+
+def test_numpyro_backend_refuses_smc_by_name():
+    pytest.importorskip("numpyro")
+    from pyebm.numpyro import infer as numpyro_infer
+
+    with pytest.raises(ValueError, match="Pyro backend"):
+        numpyro_infer(lambda: None, method="smc")
+
+
+def test_next_beta_keeps_the_target_ess():
+    delta = torch.tensor([[0.0, 10.0, 20.0, 30.0] * 25], dtype=torch.float64)
+    new = next_beta(delta, 0.0, 0.5)
+    w = torch.exp(-new * delta)
+    assert float(w.sum() ** 2 / (w**2).sum() / w.shape[-1]) == pytest.approx(0.5, abs=1e-6)
+    assert next_beta(torch.zeros(1, 10), 0.3, 0.5) == 1.0  # flat increments: straight to the end
+
+
+@pytest.mark.slow
+def test_the_standard_error_is_calibrated_over_twenty_seeds(float64):
+    # 20 runs of the whole sampler on the banana: the z-scores (estimate - exact) / se should scatter like a t with
+    # 7 degrees of freedom (sd 1.18). An se ten times too small gives |z| ~ 10; ten times too large, sd ~ 0.1.
+    energy = Banana()
+    model = pyebm.model_from_energy(energy, {"x": 2})
+    z = []
+    for seed in range(20):
+        post = pyebm.infer(model, method=pyebm.SMC(reference=5.0, num_particles=128), seed=seed, progress=False)
+        z.append((post.log_evidence - energy.log_normalizer(1.0)) / post.diagnostics["log_evidence_se"])
+    z = np.array(z)
+    assert (np.abs(z) > 3).sum() <= 2, z
+    assert 0.5 < z.std() < 1.8, z
