@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["landscape", "compare"]
+__all__ = ["landscape", "compare", "log_z_path"]
 
-_COLORS = {"map": "#d62728", "laplace": "#1f77b4", "svi": "#2ca02c", "nuts": "#9467bd", "hmc": "#8c564b"}
+_COLORS = {"map": "#d62728", "laplace": "#1f77b4", "svi": "#2ca02c", "nuts": "#9467bd", "hmc": "#8c564b",
+           "chees": "#e377c2", "smc": "#ff7f0e"}
 
 
 def _plt():
@@ -133,3 +134,43 @@ def compare(*posteriors, energy=None, bounds=None, beta: float = 1.0, num_sample
         axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def log_z_path(post, *, laplace: dict | None = None, exact: dict | None = None, ax=None):
+    r"""log Z along the tempering path of an SMC posterior, with a band of two standard errors.
+
+    Parameters
+    ----------
+    post : Posterior
+        From ``method="smc"`` started at the prior (``diagnostics["path"] == "prior"``), where the path parameter is
+        the inverse temperature of the model's observed terms: for a model whose only observed terms are energy
+        factors, ``pyebm.temper``'s β.
+    laplace, exact : dict, optional
+        ``{beta: log Z}`` to draw against it as points (e.g. Laplace's ``log_evidence`` of ``temper(model, beta)``
+        at a few β) or as a line.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+    """
+    d = post.diagnostics
+    if d.get("path") != "prior":
+        raise ValueError("plot.log_z_path needs an SMC posterior whose path starts at the prior (method='smc' "
+                         "without `reference`): along a reference path, log Z in between is no tempered model's.")
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    beta, lz, se = (np.asarray(d[k], dtype=float) for k in ("beta", "log_Z", "log_Z_se"))
+    ax.plot(beta, lz, color=_COLORS["smc"], marker=".", label="SMC")
+    ax.fill_between(beta, lz - 2 * se, lz + 2 * se, color=_COLORS["smc"], alpha=0.3, lw=0)
+    if exact:
+        b = sorted(exact)
+        ax.plot(b, [exact[k] for k in b], color="k", lw=1, ls="--", label="exact")
+    if laplace:
+        b = sorted(laplace)
+        ax.plot(b, [laplace[k] for k in b], ls="none", marker="o", mfc="none", color=_COLORS["laplace"],
+                label="Laplace")
+    ax.set_xlabel("β")
+    ax.set_ylabel("log Z(β)")
+    ax.legend(fontsize=8)
+    return ax

@@ -73,8 +73,9 @@ class SMC(Method):
 
     Without ``reference``, the model's prior must be proper (the first particles are its draws), and its potential must take many points in
     one call (vectorised as for :class:`pyebm.ChEES`). ``post.log_evidence`` is :math:`\log Z(1)`;
-    ``post.diagnostics`` holds ``log_evidence_se``, the schedule ``beta``, ``log_Z`` along it, ``mean_energy`` and
-    ``heat_capacity`` per stage, and the moves' acceptance rates.
+    ``post.diagnostics`` holds ``log_evidence_se``, the schedule ``beta``, ``log_Z`` (and ``log_Z_se``) along it,
+    ``mean_energy`` and ``heat_capacity`` per stage, the moves' acceptance rates, and ``path`` (``"prior"`` or
+    ``"reference"``). :func:`pyebm.plot.log_z_path` draws the path.
     """
 
     num_particles: int = 512
@@ -125,6 +126,7 @@ class SMC(Method):
             draws = view.complete(draws, seed, temperature=1.0)
         draws = {k: v.reshape((K, N) + tuple(v.shape[1:])) for k, v in draws.items()}
         log_z = info.pop("log_evidence")
+        info["path"] = "prior" if self.reference is None else "reference"
         return Posterior("smc", Draws(draws, target.ops), site_shapes={k: tuple(v.shape[2:]) for k, v in draws.items()},
                          log_evidence=log_z, diagnostics=info, view=view)
 

@@ -180,3 +180,16 @@ def test_the_standard_error_is_calibrated_over_twenty_seeds(float64):
     z = np.array(z)
     assert (np.abs(z) > 3).sum() <= 2, z
     assert 0.5 < z.std() < 1.8, z
+
+
+def test_plot_draws_the_path_with_its_band_and_refuses_a_reference_path(float64):
+    pytest.importorskip("matplotlib")
+    post = pyebm.infer(gaussian_with_prior(), method=pyebm.SMC(num_particles=64), seed=0, progress=False)
+    exact = {b: exact_log_z_with_prior(b) for b in np.linspace(0, 1, 11)}
+    ax = pyebm.plot.log_z_path(post, exact=exact, laplace={1.0: exact[1.0]})
+    assert [line.get_label() for line in ax.get_lines()] == ["SMC", "exact", "Laplace"]
+    assert len(ax.collections) == 1  # the band of two standard errors
+    other = pyebm.infer(pyebm.model_from_energy(Banana(), {"x": 2}), method=pyebm.SMC(reference=5.0, num_particles=64),
+                        seed=0, progress=False)
+    with pytest.raises(ValueError, match="starts at the prior"):
+        pyebm.plot.log_z_path(other)
