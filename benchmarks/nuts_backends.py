@@ -1,12 +1,14 @@
-"""NUTS through raw Pyro, pyebm-Pyro, raw NumPyro and pyebm-NumPyro on the same energies, in one run.
+"""NUTS through raw Pyro, pyebm-Pyro, raw NumPyro and pyebm-NumPyro on the same energies, in one run; then many
+chains: pyebm's ChEES against NumPyro's vectorised NUTS at the same number of chains; then posteriordb's
+gp_pois_regr, the wall time to 1000 effective draws.
 
 Models: a 100-D anisotropic Gaussian energy (condition number 100), a mild banana, and eight schools
-(non-centred). Each runner: 1 chain, `--warmup` + `--draws` steps, medians over `--seeds` seeds, NumPyro's
-compile time included. Columns: min bulk-ESS per second and per gradient evaluation, wall time, and the largest
+(non-centred). Each runner: `--warmup` + `--draws` steps, medians over `--seeds` seeds, NumPyro's compile time and
+all adaptation included. Columns: min bulk-ESS per second and per gradient evaluation, wall time, and the largest
 error of the posterior means in posterior sds against the exact answer (eight schools: a long NumPyro reference
-run). Ratios are pyebm over raw on the same backend.
+run). Ratios are pyebm over raw on the same backend (ChEES: over NumPyro's vectorised NUTS, same chains).
 
-    python benchmarks/nuts_backends.py [--seeds 3] [--quick]
+    python benchmarks/nuts_backends.py [--seeds 3] [--quick] [--section single|many|gp]
 """
 
 from __future__ import annotations
@@ -177,12 +179,22 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="one seed, 100+100 steps: a smoke test")
+    parser.add_argument("--section", choices=["all", "single", "many", "gp"], default="all")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.warmup, args.draws = 1, 100, 100
-    print(f"# NUTS backends: 1 chain, {args.warmup}+{args.draws} steps, medians over {args.seeds} seeds")
     print(f"# {platform.platform()}, {os.cpu_count()} cpus, python {sys.version.split()[0]}, torch {torch.__version__}, "
           f"pyro {pyro.__version__}, jax {jax.__version__}, numpyro {numpyro.__version__}, pyebm {pyebm.__version__}")
+    if args.section in ("all", "single"):
+        single_chain(args)
+    if args.section in ("all", "many"):
+        many_chains(args)
+    if args.section in ("all", "gp"):
+        gp_pois_regr(args)
+
+
+def single_chain(args):
+    print(f"# NUTS backends: 1 chain, {args.warmup}+{args.draws} steps, medians over {args.seeds} seeds")
     te, je, sites, mean, sd = banana()
     run_all("warm-up", te, je, sites, mean, sd, 0, 20, 20)  # one-off start-up costs (JAX backend, imports)
     models = {"gaussian-100d": gaussian_100(), "banana": banana()}
@@ -198,6 +210,132 @@ def main(argv=None):
             raw = med["raw Pyro" if "Pyro" in r and "NumPyro" not in r else "raw NumPyro"]["ess/s"]
             ratio = f"{m['ess/s'] / raw:12.2f}" if r.startswith("pyebm") else ""
             print(f"{name:14s} {r:14s} {m['ess/s']:9.1f} {m['ess/grad']:9.3f} {m['s']:8.2f} {m['err']:11.3f} {ratio}")
+
+
+# --- many chains: ChEES against NumPyro's vectorised NUTS ----------------------------------------------------------
+def chain_stats(draws: dict, mean, sd, seconds, grads):
+    """Like :func:`stats`, over draws shaped ``(chain, draw, ...)``: the multi-chain bulk-ESS."""
+    cols = np.concatenate([np.asarray(v).reshape(np.asarray(v).shape[:2] + (-1,)) for v in draws.values()], 2)
+    ess = min(ess_bulk(cols[:, :, j]) for j in range(cols.shape[2]))
+    err = float(np.max(np.abs(cols.reshape(-1, cols.shape[2]).mean(0) - mean) / sd))
+    return {"ess/s": ess / seconds, "ess/grad": ess / grads if grads else float("nan"), "s": seconds, "err": err}
+
+
+def run_many(te, je, sites, mean, sd, seed, warmup, draws, chains):
+    schools = sites is SCHOOL_SITES
+    out = {}
+    model = pyebm.model_from_energy(schools_energy_torch if schools else te, sites,
+                                    prior=schools_priors("pyro") if schools else None)
+    post = pyebm.infer(model, method=pyebm.ChEES(num_samples=draws, warmup_steps=warmup, num_chains=chains),
+                       seed=seed, progress=False)
+    out["pyebm ChEES"] = chain_stats(_order(post.approximation.draws, sites), mean, sd, post.wall_time,
+                                     post.diagnostics["num_gradient_evaluations"])
+    mcmc = NMCMC(NNUTS(raw_numpyro_model(je if not schools else None, sites)), num_warmup=warmup, num_samples=draws,
+                 num_chains=chains, chain_method="vectorized", progress_bar=False)
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(seed), extra_fields=("num_steps",))
+    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    s = time.perf_counter() - t
+    grads = int(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+    out["NumPyro vect."] = chain_stats(_order(samples, sites), mean, sd, s, grads)
+    return out
+
+
+def many_chains(args):
+    print(f"\n# many chains: pyebm ChEES vs NumPyro NUTS chain_method='vectorized', {args.warmup}+{args.draws} steps "
+          f"per chain, medians over {args.seeds} seeds; float32; ratio = ChEES ESS/s over NumPyro's")
+    with torch.no_grad():
+        models = {"gaussian-100d": gaussian_100(), "banana": banana()}
+    ref_mean, ref_sd = schools_reference(args.quick)
+    models["eight-schools"] = (None, None, SCHOOL_SITES, ref_mean, ref_sd)
+    header = (f"{'model':14s} {'chains':>6s} {'runner':14s} {'ESS/s':>9s} {'ESS/grad':>9s} {'wall s':>8s} "
+              f"{'max err/sd':>11s} {'ratio ESS/s':>12s}")
+    print(header)
+    print("-" * len(header))
+    for name, (te, je, sites, mean, sd) in models.items():
+        for chains in (1, 64):
+            runs = [run_many(te, je, sites, mean, sd, seed, args.warmup, args.draws, chains)
+                    for seed in range(args.seeds)]
+            med = {r: {k: statistics.median(run[r][k] for run in runs) for k in runs[0][r]} for r in runs[0]}
+            for r, m in med.items():
+                ratio = f"{m['ess/s'] / med['NumPyro vect.']['ess/s']:12.2f}" if r == "pyebm ChEES" else ""
+                print(f"{name:14s} {chains:6d} {r:14s} {m['ess/s']:9.1f} {m['ess/grad']:9.3f} {m['s']:8.2f} "
+                      f"{m['err']:11.3f} {ratio}", flush=True)
+
+
+# --- posteriordb's gp_pois_regr ---------------------------------------------------------------------------------
+GP_X = np.arange(-10.0, 11.0, 2.0)
+GP_K = np.array([40, 37, 29, 12, 4, 3, 9, 19, 77, 82, 33], dtype=float)
+
+
+def gp_pyro(x, k):
+    rho = pyro.sample("rho", dist.Gamma(25.0, 4.0))
+    alpha = pyro.sample("alpha", dist.HalfNormal(2.0))
+    f_tilde = pyro.sample("f_tilde", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1))
+    d = x[:, None] - x[None, :]
+    cov = alpha**2 * torch.exp(-0.5 * d**2 / rho**2) + 1e-10 * torch.eye(x.shape[0], dtype=x.dtype)
+    pyro.sample("k", dist.Poisson(torch.exp(torch.linalg.cholesky(cov) @ f_tilde)).to_event(1), obs=k)
+
+
+def gp_numpyro(x, k):
+    rho = numpyro.sample("rho", ndist.Gamma(25.0, 4.0))
+    alpha = numpyro.sample("alpha", ndist.HalfNormal(2.0))
+    f_tilde = numpyro.sample("f_tilde", ndist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1))
+    d = x[:, None] - x[None, :]
+    cov = alpha**2 * jnp.exp(-0.5 * d**2 / rho**2) + 1e-10 * jnp.eye(x.shape[0])
+    numpyro.sample("k", ndist.Poisson(jnp.exp(jnp.linalg.cholesky(cov) @ f_tilde)).to_event(1), obs=k)
+
+
+GP_SITES = ("rho", "alpha", "f_tilde")
+
+
+def _gp_min_ess(draws: dict) -> float:
+    cols = np.concatenate([np.asarray(draws[k]).reshape(np.asarray(draws[k]).shape[:2] + (-1,)) for k in GP_SITES], 2)
+    return min(ess_bulk(cols[:, :, j]) for j in range(cols.shape[2]))
+
+
+def gp_pois_regr(args):
+    """Wall time to 1000 effective draws (min bulk-ESS over the 13 parameters), float64. Raw Pyro NUTS is run short
+    (1 chain, 100+100 by default: its full run takes many minutes) and extrapolated linearly from its ESS rate."""
+    jax.config.update("jax_enable_x64", True)
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    x, k = torch.tensor(GP_X), torch.tensor(GP_K)
+    xj, kj = jnp.array(GP_X), jnp.array(GP_K)
+    short = 50 if args.quick else 200
+    print(f"\n# gp_pois_regr (posteriordb), float64: seconds to 1000 effective draws (min bulk-ESS, 13 parameters); "
+          f"raw Pyro NUTS extrapolated from 1 chain of {short}+{short}")
+    header = f"{'runner':34s} {'wall s':>8s} {'min ESS':>8s} {'s / 1000 ESS':>13s} {'vs NumPyro':>11s}"
+    print(header)
+    print("-" * len(header))
+    rows = {}
+    with torch.random.fork_rng():
+        pyro.set_rng_seed(0)
+        mcmc = MCMC(NUTS(gp_pyro), num_samples=short, warmup_steps=short, disable_progbar=True)
+        t = time.perf_counter()
+        mcmc.run(x, k)
+        s = time.perf_counter() - t
+    rows["raw Pyro NUTS, 1 chain (short)"] = (s, _gp_min_ess({n: v[None] for n, v in mcmc.get_samples().items()}))
+    mcmc = NMCMC(NNUTS(gp_numpyro), num_warmup=500, num_samples=1000, num_chains=4, chain_method="sequential",
+                 progress_bar=False)
+    t = time.perf_counter()
+    mcmc.run(jax.random.PRNGKey(0), xj, kj)
+    samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
+    rows["NumPyro NUTS, 4 chains"] = (time.perf_counter() - t, _gp_min_ess(samples))
+    post = pyebm.infer(gp_pyro, x, k, method=pyebm.NUTS(num_samples=short, warmup_steps=short, num_chains=1),
+                       seed=0, progress=False)
+    rows["pyebm NUTS, 1 chain (short)"] = (post.wall_time, _gp_min_ess(post.approximation.draws))
+    for chains in (16, 64):
+        post = pyebm.infer(gp_pyro, x, k, method=pyebm.ChEES(num_samples=args.draws, warmup_steps=args.warmup,
+                                                             num_chains=chains), seed=0, progress=False)
+        rows[f"pyebm ChEES, {chains} chains"] = (post.wall_time, _gp_min_ess(post.approximation.draws))
+    anchor = rows["NumPyro NUTS, 4 chains"]
+    anchor = anchor[0] * 1000 / anchor[1]
+    for r, (s, ess) in rows.items():
+        per = s * 1000 / ess
+        print(f"{r:34s} {s:8.1f} {ess:8.0f} {per:13.1f} {per / anchor:11.2f}", flush=True)
+    jax.config.update("jax_enable_x64", False)
+    torch.set_default_dtype(dtype)
 
 
 if __name__ == "__main__":
