@@ -214,15 +214,16 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
     )
 
 
-def flat_prior(shape: Shape, dtype: torch.dtype | None = None) -> dist.TorchDistribution:
-    """Improper flat prior over the reals of the given event shape.
+def flat_prior(shape: Shape, dtype: torch.dtype | None = None,
+               device: torch.device | str | None = None) -> dist.TorchDistribution:
+    """Improper flat prior over the reals of the given event shape (on ``device``, default torch's).
 
     ``Normal(0, 1).expand(shape).to_event().mask(False)``: its support and transform are the
     reals and its log-density is zero; unlike ``ImproperUniform`` it has a sampler, so Pyro's
     initialisation, ``AutoDelta``, ``Predictive`` and NUTS all work with it.
     """
     shape = _as_shape(shape)
-    zero = torch.zeros((), dtype=dtype or torch.get_default_dtype())
+    zero = torch.zeros((), dtype=dtype or torch.get_default_dtype(), device=device)
     return dist.Normal(zero, zero + 1).expand(shape).to_event(len(shape)).mask(False)
 
 
@@ -304,7 +305,7 @@ class EnergyModel:
     """
 
     def __init__(self, energy: Callable, sites: Mapping[str, Shape], prior: Mapping | None = None) -> None:
-        flat = lambda shape: flat_prior(shape, energy_dtype(energy))  # noqa: E731
+        flat = lambda shape: flat_prior(shape, energy_dtype(energy), energy_device(energy))  # noqa: E731
         self.sites, self.prior, self.flat, self._positional = resolve_sites(
             energy, sites, prior, flat, dist.Distribution, "pyro")
         self.energy = energy
@@ -336,6 +337,14 @@ def energy_dtype(energy: Callable) -> torch.dtype:
             if t.dtype.is_floating_point:
                 return t.dtype
     return torch.get_default_dtype()
+
+
+def energy_device(energy: Callable) -> torch.device | None:
+    """The device of a module energy's parameters/buffers (None: torch's default), where the flat prior must live."""
+    if isinstance(energy, nn.Module):
+        for t in list(energy.parameters()) + list(energy.buffers()):
+            return t.device
+    return None
 
 
 def _takes_keyword(fn: Callable, name: str) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .diagnostics import InferenceError, check_beta
-from .energy import energy_dtype
+from .energy import energy_device, energy_dtype
 from .inference.curvature import positive_definite
 from .inference.minimize import minimize
 from .ops import TORCH, ArrayOps
@@ -126,7 +126,8 @@ def _continuous(energy, sites, beta, method, num_samples, init, steps, tol, seed
         raise ValueError("z is an empty dict; name at least one continuous latent, e.g. {'z': 2}.")
     shapes = {k: torch.Size([v]) if isinstance(v, int) else torch.Size(v) for k, v in sites.items()}
     if like is None:  # probe: unbatched zeros broadcast against x give the batch shape
-        like = energy(**{k: torch.zeros(s, dtype=energy_dtype(energy)) for k, s in shapes.items()})
+        like = energy(**{k: torch.zeros(s, dtype=energy_dtype(energy), device=energy_device(energy))
+                          for k, s in shapes.items()})
         if not isinstance(like, torch.Tensor):
             raise TypeError(f"the energy must return a tensor, got {type(like).__name__}.")
     batch, device, dtype = like.shape, like.device, like.dtype

@@ -50,3 +50,12 @@ def x64():
     jax.config.update("jax_enable_x64", True)
     yield
     jax.config.update("jax_enable_x64", old)
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Every available device: the CPU always, CUDA where there is one (skipped otherwise). Tests that take it build
+    their energies and data there and check that answers and results stay there."""
+    if request.param == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    return torch.device(request.param)
