@@ -81,6 +81,8 @@ class ChEES(Method):
     init : dict or Pyro init strategy, optional
         Initial point of every chain; default uniform in (-2, 2) in the unconstrained space, different per chain.
 
+    Notes
+    -----
     The potential must take a batch of points in one call: energy models that accept batches do; other energy
     models and Pyro models (without enumerated discrete sites) are vectorised with ``torch.func.vmap`` and checked
     against point-by-point evaluation, and refused with the reason where that fails.

@@ -71,8 +71,10 @@ class SMC(Method):
         :func:`pyebm.model_from_energy`). Choose it wide enough to cover every mode; ``log Z(s)`` along this path is
         not a tempered model's, only its end point is the evidence.
 
-    Without ``reference``, the model's prior must be proper (the first particles are its draws), and its potential must take many points in
-    one call (vectorised as for :class:`pyebm.ChEES`). ``post.log_evidence`` is :math:`\log Z(1)`;
+    Notes
+    -----
+    Without ``reference``, the model's prior must be proper (the first particles are its draws), and its potential
+    must take many points in one call (vectorised as for :class:`pyebm.ChEES`). ``post.log_evidence`` is :math:`\log Z(1)`;
     ``post.diagnostics`` holds ``log_evidence_se``, the schedule ``beta``, ``log_Z`` (and ``log_Z_se``) along it,
     ``mean_energy`` and ``heat_capacity`` per stage, the moves' acceptance rates, and ``path`` (``"prior"`` or
     ``"reference"``). :func:`pyebm.plot.log_z_path` draws the path.

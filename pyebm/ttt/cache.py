@@ -25,6 +25,8 @@ class AdaptationCache:
     radius : float
         Reuse distance; 0 only reuses exact repeats.
 
+    Notes
+    -----
     ``adapt(x, run)`` returns an independent posterior over the inputs ``x`` (as ``pyebm.ttt.adapt(...,
     independent=True)`` does), calling ``run(indices)`` only for the inputs that missed; ``hits`` and ``misses``
     count, ``hit_rate`` summarises.
