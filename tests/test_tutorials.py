@@ -56,3 +56,13 @@ def test_every_cell_that_draws_shows_its_figure(path):
 
 def test_there_is_a_tutorial():
     assert TUTORIALS, "tutorials/ has no notebooks"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_every_notebook_with_a_figure_has_its_gallery_thumbnail(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    draws = any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    thumb = HERE / f"thumb_{path.stem.split('_')[0]}.png"
+    assert thumb.exists() == draws, f"run python tutorials/build.py --thumbnails ({thumb.name})"
