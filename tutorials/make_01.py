@@ -27,7 +27,6 @@ import torch
 import pyebm
 from pyebm.energies import Banana
 
-warnings.simplefilter("ignore", pyebm.ConvergenceWarning)
 torch.set_default_dtype(torch.float64)
 SMOKE_TEST = "CI" in os.environ  # the test suite runs this notebook with small settings
 NUTS_DRAWS = 200 if SMOKE_TEST else 1500

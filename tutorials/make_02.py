@@ -30,7 +30,6 @@ import torch
 import pyebm
 from pyebm.energies import Ellipse, KMeans
 
-warnings.simplefilter("ignore", pyebm.ConvergenceWarning)
 torch.set_default_dtype(torch.float64)
 SMOKE_TEST = "CI" in os.environ
 GRID = 60 if SMOKE_TEST else 160"""),
