@@ -229,30 +229,29 @@ def halton(index: int) -> float:
 
 
 # --- the sampler ---------------------------------------------------------------------------------------------------
-def _row_by_row_on_failure(fn: Callable, width: int) -> Callable:
-    """``fn`` of a batch of points, which may raise for the whole batch where one point fails (a Cholesky factor of a
-    matrix that is not positive definite there, say): then each point alone, a failing one at infinite energy
-    (zero density, a rejected proposal) with zero gradient. If every point fails, the first error is raised."""
+def _row_by_row_on_failure(fn: Callable) -> Callable:
+    """``fn`` of a batch of points (returning a tuple: energies first, then per-point arrays such as gradients), which
+    may raise for the whole batch where one point fails (a Cholesky factor of a matrix that is not positive definite
+    there, say): then each point alone, a failing one at infinite energy (zero density, a rejected proposal) with
+    zeros for the rest. If every point fails, the batch's error is raised."""
 
     def guarded(x):
         try:
             return fn(x)
         except (RuntimeError, ValueError) as err:
-            rows, first = [], err
+            rows = []
             for i in range(x.shape[0]):
                 try:
                     rows.append(fn(x[i : i + 1]))
-                except (RuntimeError, ValueError) as row_err:
-                    first = first or row_err
+                except (RuntimeError, ValueError):
                     rows.append(None)
-            if all(r is None for r in rows):
-                raise first from None
-            like = next(r for r in rows if r is not None)
-            inf = (torch.full((1,), float("inf"), dtype=x.dtype, device=x.device),)
-            fill = inf + (torch.zeros_like(x[:1]),) * (width - 1)
+            like = next((r for r in rows if r is not None), None)
+            if like is None:
+                raise err from None
+            fill = (torch.full((1,), float("inf"), dtype=x.dtype, device=x.device),) + tuple(
+                torch.zeros_like(part) for part in like[1:])
             rows = [r if r is not None else fill for r in rows]
-            out = tuple(torch.cat([r[k] for r in rows]) for k in range(width))
-            return out if isinstance(like, tuple) else out[0]
+            return tuple(torch.cat([r[k] for r in rows]) for k in range(len(like)))
 
     return guarded
 
@@ -261,7 +260,7 @@ def _starts(potential: Potential, chains: int, generator: torch.Generator, from_
             tries: int = 100) -> torch.Tensor:
     """Every chain's start: the initial point, or uniform in (-2, 2) (unconstrained) redrawn where the energy is not
     finite."""
-    like, energy = potential.init, _row_by_row_on_failure(lambda v: (potential(v),), 1)
+    like, energy = potential.init, _row_by_row_on_failure(lambda v: (potential(v),))
     if from_init:
         x = like.expand(chains, -1).clone()
         bad = ~torch.isfinite(energy(x)[0])
@@ -370,7 +369,7 @@ def sample(method: ChEES, potential: Potential, seed: int, progress: bool):
         raise ValueError(f"ChEES: {chains} chains x {draws} draws x {dim} dimensions would hold {size / 2**30:.1f} "
                          f"GiB of draws (limit {DRAWS_LIMIT / 2**30:.0f} GiB); use fewer chains or draws.")
     generator = torch.Generator(device=init.device).manual_seed(int(seed))
-    value_and_grad = _row_by_row_on_failure(potential.value_and_grad(True), 2)
+    value_and_grad = _row_by_row_on_failure(potential.value_and_grad(True))
     warm_chains = max(chains, WARMUP_CHAINS) if method.warmup_steps else chains
     x = _starts(potential, warm_chains, generator, method.init is not None)
     energy, g = value_and_grad(x)

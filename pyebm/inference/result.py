@@ -272,7 +272,7 @@ def compare(*posteriors: Posterior, labels: list[str] | None = None):
         raise ValueError(f"got {len(labels)} labels for {len(posteriors)} posteriors.")
     elif len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {list(labels)}.")
-    columns = {}
+    columns, with_se = {}, any("log_evidence_se" in p.diagnostics for p in posteriors)
     for label, p in zip(labels, posteriors):
         col: dict[tuple[str, str], float] = {}
         means, stds = p.mean(), p.std()
@@ -281,13 +281,11 @@ def compare(*posteriors: Posterior, labels: list[str] | None = None):
                 col[(el, "mean")] = float(to_numpy(means[name]).reshape(-1)[j])
                 col[(el, "sd")] = float(to_numpy(stds[name]).reshape(-1)[j])
         col[("log_evidence", "")] = np.nan if p.log_evidence is None else float(p.log_evidence)
-        col[("log_evidence", "se")] = (np.nan if p.log_evidence is None
-                                       else float(p.diagnostics.get("log_evidence_se", 0.0)))
+        if with_se:
+            col[("log_evidence", "se")] = (np.nan if p.log_evidence is None
+                                           else float(p.diagnostics.get("log_evidence_se", 0.0)))
         col[("wall_time", "s")] = float(p.wall_time)
         columns[label] = col
-    if not any("log_evidence_se" in p.diagnostics for p in posteriors):
-        for col in columns.values():
-            del col[("log_evidence", "se")]
     table = pd.DataFrame(columns)
     table.index = pd.MultiIndex.from_tuples(table.index, names=["quantity", "stat"])
     return table

@@ -174,22 +174,27 @@ def _prior_draws(model, args, kwargs, potential, n: int) -> torch.Tensor:
     names = potential.names()
     values = {k: [] for k in names}
     with pyro.validation_enabled(False), poutine.block():
-        for _ in range(n):
+        for i in range(n):
             trace = poutine.trace(prior_only(model)).get_trace(*args, **kwargs)
+            if i == 0:  # every run has the same distributions: one look names an improper prior
+                _refuse_improper(trace, names)
             for k in names:
-                site = trace.nodes[k]
-                if _improper(site["fn"]):
-                    raise ValueError(
-                        f"SMC starts from draws of the prior, and site '{k}' has an improper (flat) prior. Give it a "
-                        "proper one (model_from_energy(energy, sites, prior={'" + k + "': dist.Normal(0., 10.)...})), "
-                        "or start from a wide Gaussian: SMC(reference=10.0).")
-                values[k].append(site["value"].detach())
+                values[k].append(trace.nodes[k]["value"].detach())
     stacked = {k: torch.stack(v) for k, v in values.items()}
     u = potential.unconstrain(stacked, (n,)).to(potential.init)
     if not bool(torch.isfinite(u).all()):
         raise NonFiniteEnergyError("SMC: some prior draws are not finite in the unconstrained space (a value on the "
                                    "edge of its support); check the priors.")
     return u
+
+
+def _refuse_improper(trace, names: list[str]) -> None:
+    for k in names:
+        if _improper(trace.nodes[k]["fn"]):
+            raise ValueError(
+                f"SMC starts from draws of the prior, and site '{k}' has an improper (flat) prior. Give it a "
+                "proper one (model_from_energy(energy, sites, prior={'" + k + "': dist.Normal(0., 10.)...})), "
+                "or start from a wide Gaussian: SMC(reference=10.0).")
 
 
 def _improper(fn) -> bool:
@@ -250,8 +255,8 @@ def temper_particles(method: SMC, base, target, u: torch.Tensor, seed: int, prog
     ``log_evidence`` with the path's diagnostics."""
     K, N = method.num_runs, method.num_particles
     generator = torch.Generator(device=u.device).manual_seed(int(seed))
-    vg0 = _row_by_row_on_failure(base.value_and_grad(True), 2)
-    vg1 = _row_by_row_on_failure(target.value_and_grad(True), 2)
+    vg0 = _row_by_row_on_failure(base.value_and_grad(True))
+    vg1 = _row_by_row_on_failure(target.value_and_grad(True))
     e0, g0 = vg0(u)
     e1, g1 = vg1(u)
 
@@ -311,7 +316,7 @@ def _move(method: SMC, u, e0, g0, e1, g1, beta: float, step_size, vg0, vg1, gene
     spread = u[finite].var(0) if int(finite.sum()) > 1 else torch.ones_like(u[0])
     inv_mass = torch.where(spread > 0, spread, torch.ones_like(spread)).clamp(1e-8, 1e8)
     if step_size is None:
-        step_size = 1.0 / math.sqrt(max(u.shape[-1], 1)) ** 0.5
+        step_size = 1.0 / math.sqrt(u.shape[-1]) ** 0.5  # D^(-1/4): HMC's step in whitened coordinates
     energy = e0 + beta * (e1 - e0)
     grad = g0 + beta * (g1 - g0)
     rates = []
