@@ -28,138 +28,30 @@ shifts of each family. A second table times batched independent adaptation of 51
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import platform
 import sys
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 import pyebm
 from pyebm import ttt
+from pyebm.examples.digits import HEAD, LATENTS, SHIFTS, VALIDATION, domain, load, make_net, train
+from pyebm.metrics import classification_metrics as metrics
+from pyebm.ttt import batch_statistics
 
 warnings.simplefilter("ignore", pyebm.ConvergenceWarning)
 
-LATENTS = ["2.weight", "2.bias", "5.weight", "5.bias"]  # BatchNorm scales and shifts
-HEAD = ["5.bias", "7.bias"]  # what the neighbour recipe re-fits per input
-
-
-# --- data and shifts --------------------------------------------------------------------------------------------
-def load(seed: int):
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images / 16.0, dtype=torch.get_default_dtype())
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    tr, va, te = perm[:1000], perm[1000:1300], perm[1300:]
-    return (x[tr], y[tr]), (x[va], y[va]), (x[te], y[te])
-
-
-def _affine(x: torch.Tensor, angle_deg: float = 0.0, shift: float = 0.0, scale: float = 1.0) -> torch.Tensor:
-    a = math.radians(angle_deg)
-    theta = torch.tensor([[math.cos(a) / scale, -math.sin(a) / scale, shift * 2 / 8],
-                          [math.sin(a) / scale, math.cos(a) / scale, shift * 2 / 8]], dtype=x.dtype)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), (len(x), 1, 8, 8), align_corners=False)
-    return F.grid_sample(x[:, None], grid, align_corners=False, padding_mode="zeros")[:, 0]
-
-
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    r = torch.arange(-2, 3, dtype=x.dtype)
-    k = torch.exp(-(r**2) / (2 * sigma**2))
-    k = k / k.sum()
-    x = F.conv2d(F.pad(x[:, None], (2, 2, 0, 0), mode="replicate"), k.view(1, 1, 1, 5))
-    return F.conv2d(F.pad(x, (0, 0, 2, 2), mode="replicate"), k.view(1, 1, 5, 1))[:, 0]
-
-
-SHIFTS = {  # family -> severity 1..3 -> function(x, generator)
-    "noise": [lambda x, g, s=s: (x + s * torch.randn(x.shape, generator=g)).clamp(0, 1) for s in (0.15, 0.3, 0.45)],
-    "contrast": [lambda x, g, c=c: (x - x.mean((1, 2), keepdim=True)) * c + x.mean((1, 2), keepdim=True)
-                 for c in (0.5, 0.3, 0.15)],
-    "blur": [lambda x, g, s=s: _blur(x, s) for s in (0.6, 0.9, 1.2)],
-    "rotation": [lambda x, g, a=a: _affine(x, angle_deg=a) for a in (10, 20, 30)],
-    "translation": [lambda x, g, t=t: _affine(x, shift=t) for t in (0.5, 1.0, 1.5)],
-}
-VALIDATION = {
-    "brightness": [lambda x, g, b=b: (x + b).clamp(0, 1) for b in (0.15, 0.3)],
-    "zoom": [lambda x, g, z=z: _affine(x, scale=z) for z in (0.85, 0.75)],
-}
-
-
-def domain(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Latents-on training domains: a random gain and offset per batch (generic, not a test shift's recipe)."""
-    gain = 0.6 + 0.8 * torch.rand((), generator=g)
-    offset = 0.2 * (torch.rand((), generator=g) - 0.5)
-    return (x * gain + offset).clamp(0, 1)
-
-
-# --- model ------------------------------------------------------------------------------------------------------
-def make_net(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.SiLU(), nn.Linear(64, 64),
-                         nn.BatchNorm1d(64), nn.SiLU(), nn.Linear(64, 10))
-
-
-def train(net: nn.Module, data, steps: int, seed: int) -> nn.Module:
-    x, y = data
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3, weight_decay=1e-4)
-    g = torch.Generator().manual_seed(seed)
-    net.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (128,), generator=g)
-        loss = F.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.eval()
-    return net
-
-
-@contextmanager
-def batch_statistics(net: nn.Module):
-    """BatchNorm normalises with the batch's own statistics inside the block (weights untouched)."""
-    was = net.training
-    net.train()
-    try:
-        yield
-    finally:
-        net.train(was)
-
-
-# --- metrics ----------------------------------------------------------------------------------------------------
-def metrics(probs: torch.Tensor, y: torch.Tensor) -> dict:
-    probs = probs.double().clamp_min(1e-12)
-    conf, pred = probs.max(1)
-    correct = (pred == y).double()
-    edges = torch.linspace(0, 1, 16, dtype=torch.float64)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += float(m.double().mean() * (conf[m].mean() - correct[m].mean()).abs())
-    onehot = F.one_hot(y, probs.shape[1]).double()
-    return {"acc": float(correct.mean()) * 100, "nll": float(-probs[torch.arange(len(y)), y].log().mean()),
-            "ece": ece * 100, "brier": float(((probs - onehot) ** 2).sum(1).mean())}
-
 
 # --- the methods ------------------------------------------------------------------------------------------------
-def tent(net, x):
-    net = copy.deepcopy(net)
-    params = [p for n, p in net.named_parameters() if n in LATENTS]
-    opt = torch.optim.Adam(params, lr=1e-3)
-    net.train()
-    loss = ttt.entropy(net, x).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    with torch.no_grad():
+def norm_stats(net, x):
+    with batch_statistics(net), torch.no_grad():
         return torch.softmax(net(x), -1)
 
 
@@ -200,8 +92,8 @@ def method_table(base, on, train_data, x, s_base, s_on, seed, nuts: bool, middle
     and NUTS) run on the clean and middle-severity batches only (``middle``), to keep the run near 15 minutes."""
     methods = {
         "none": lambda: torch.softmax(base(x), -1),
-        "norm-stats": lambda: _batch_stats_predict(base, x),
-        "tent": lambda: tent(base, x),
+        "norm-stats": lambda: norm_stats(base, x),
+        "tent": lambda: ttt.tent(base, x, LATENTS),
         "map": lambda: posterior_predict(base, x, "map", s_base, seed),
         "laplace": lambda: posterior_predict(base, x, "laplace", s_base, seed),
         "latents-on + map": lambda: posterior_predict(on, x, "map", s_on, seed),
@@ -250,11 +142,6 @@ def run_seed(seed: int, args) -> dict:
             rows[(name, fam, sev)] = m
     rows["_prior_scales"] = (s_base, s_on)
     return rows
-
-
-def _batch_stats_predict(net, x):
-    with batch_statistics(net), torch.no_grad():
-        return torch.softmax(copy.deepcopy(net)(x), -1)
 
 
 def batched_timing(seed: int, n: int = 512) -> tuple[float, float, float, float]:

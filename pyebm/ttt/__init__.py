@@ -6,13 +6,15 @@ r"""Test-time training as latent inference: the weights adapted at test time are
 * :func:`fit` trains with the latents switched on, so deployment matches training;
 * energies: :func:`entropy` (TENT), :func:`free_energy` (JEM), :func:`supervised`, :func:`augmented` (test-time
   augmentation) and :func:`neighbours` (the k-nearest-training-examples recipe);
-* :class:`AdaptationCache` reuses an adapted posterior for inputs that fall close to one already adapted.
+* :class:`AdaptationCache` reuses an adapted posterior for inputs that fall close to one already adapted;
+* baselines: :func:`batch_statistics` (normalise with the test batch's statistics) and :func:`tent`.
 """
 
 from .adapt import adapt, predict
+from .baselines import batch_statistics, tent
 from .cache import AdaptationCache
 from .energies import Neighbourhood, augmented, entropy, free_energy, neighbours, supervised
 from .training import TTTResult, fit
 
 __all__ = ["adapt", "predict", "fit", "TTTResult", "entropy", "free_energy", "supervised", "augmented",
-           "neighbours", "Neighbourhood", "AdaptationCache"]
+           "neighbours", "Neighbourhood", "AdaptationCache", "batch_statistics", "tent"]
