@@ -128,9 +128,11 @@ def check_mode(res: MinimizeResult, potential: Potential, what: str) -> None:
         positive_definite(res.hessian[0], ops, what=what, labels=_labels(potential))
     if status == "stalled":
         if distance <= ROUNDOFF_ACCEPT:
+            advice = ("Use float64 for more digits." if ops.eps(res.u) > 1e-10 else "The mode is still resolved far "
+                      "inside the posterior's width (1 sd); a looser `tol` silences this.")
             warn(
                 f"{what}: stopped by round-off {distance:.2g} posterior sds from the mode (tolerance {_tol(res)}): the "
-                "energy's precision cannot resolve it further. Use float64 for more digits.")
+                f"energy's precision cannot resolve it further. {advice}")
             return
         raise InferenceError(
             f"{what}: stalled by round-off at {_distance(distance)} from the mode: no step lowers the energy at "
