@@ -66,3 +66,18 @@ def test_every_notebook_with_a_figure_has_its_gallery_thumbnail(path):
     draws = any("image/png" in o.get("data", {}) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     thumb = HERE / f"thumb_{path.stem.split('_')[0]}.png"
     assert thumb.exists() == draws, f"run python tutorials/build.py --thumbnails ({thumb.name})"
+
+
+@pytest.mark.parametrize("path", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_every_notebook_stands_alone_and_says_what_it_is(path):
+    """Runnable from anywhere (no imports from benchmarks/, no sys.path edits, no warnings silenced wholesale), and
+    the newcomer's frame: goal, references, run time, what to try next."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "sys.path" not in code and not re.search(r"^\s*(import|from)\s+(benchmarks|ttt_digits)", code, re.M)
+    assert not re.search(r"simplefilter\(\s*\"ignore\"\s*,\s*pyebm\.ConvergenceWarning", code)
+    for part in ("**Goal.**", "**References.**", "**Run time:**", "## What to try next"):
+        assert part in text, f"{path.name} has no {part!r}"
