@@ -46,6 +46,7 @@ import pandas as pd
 import pyro
 import pyro.distributions as dist
 import torch
+from tqdm.auto import tqdm
 
 import pyebm
 from pyebm.energies import EightGaussians, KMeans, MLPEnergy, TwoMoons
@@ -122,7 +123,7 @@ for target in [EightGaussians(), TwoMoons()]:
     train_x = target.sample(20_000, seed=0, dtype=torch.float32)
     test_x = target.sample(10_000, seed=1, dtype=torch.float64)
     init = MLPEnergy(confine=1e-3)
-    for method, options in METHODS.items():
+    for method, options in tqdm(METHODS.items(), desc=f"{name}: training"):  # about 3 minutes per target
         energy = copy.deepcopy(init)
         res = fit(energy, train_x, method, steps=STEPS, lr=1e-3, lr_decay=0.1, seed=0, progress=False, **options)
         learned[name, method] = energy
