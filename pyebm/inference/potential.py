@@ -68,15 +68,19 @@ class Potential:
     one_point : callable or str, optional
         ``one_point(u (D,), jacobian) -> ()``: the potential of one point written so that the backend's ``vmap`` can
         map it (see :meth:`vectorized`); or a sentence saying why there is none.
+    many_points : callable, optional
+        ``many_points(u (B, D), jacobian) -> (B,)``: a batched form the backend writes itself where ``vmap`` cannot
+        map the one-point form (e.g. enumeration under a plate over the points); preferred by :meth:`vectorized`.
     """
 
     def __init__(self, sites: list[Site], init, ops: ArrayOps, evaluate: Callable, *, batched: bool,
                  refusal: str | None = None, potential_fn: Callable | None = None,
-                 one_point: Callable | str | None = None):
+                 one_point: Callable | str | None = None, many_points: Callable | None = None):
         if not sites:
             raise ValueError("the model has no continuous latent sample sites: there is nothing to infer.")
         self.sites, self.init, self.ops = list(sites), init, ops
         self._evaluate, self.batched, self.refusal, self.one_point = evaluate, batched, refusal, one_point
+        self.many_points = many_points
         self.dim = sum(s.numel for s in self.sites)
         self.potential_fn = potential_fn or (lambda params: self(self.pack(params)[None], True)[0])
 
@@ -153,17 +157,22 @@ class Potential:
             return self
         how = ("Use method='nuts', or write the model to run on one point without Python control flow on tensor "
                "values (.item(), `if x > 0`, in-place writes).")
-        if not callable(self.one_point):
+        if callable(self.many_points):
+            how = ("Use method='nuts', or write the model to broadcast over an extra leading batch dimension (index "
+                   "with `locs[..., z]`, not `locs[z]`; sum with negative dims), as Pyro's vectorised particles need.")
+            mapped = {j: lambda v, j=j: self.many_points(v, j) for j in (True, False)}
+        elif callable(self.one_point):
+            mapped = {j: self.ops.vmap(lambda u, j=j: self.one_point(u, j)) for j in (True, False)}
+        else:
             raise ValueError(f"{what} needs the potential of many points in one call, and this one cannot be "
                              f"vectorised: {self.one_point or 'no one-point form'}. {how}")
-        mapped = {j: self.ops.vmap(lambda u, j=j: self.one_point(u, j)) for j in (True, False)}
         spread = self.ops.normal(0, (4, self.dim), self.init)
         u = self.init[None] + 0.3 * spread
         try:
             together = mapped[True](u)
         except Exception as err:  # noqa: BLE001 - vmap fails in as many ways as a model can be written
             raise ValueError(f"{what} needs the potential of many points in one call; vectorising it failed: "
-                             f"{str(err).splitlines()[0][:300]}. {how}") from None
+                             f"{(str(err).splitlines() or [type(err).__name__])[0][:300]}. {how}") from None
         a, b = self.ops.to_numpy(together), self.ops.to_numpy(self(u, True))
         tol = 1e-4 if self.ops.eps(u) > 1e-10 else 1e-8
         scale = 1.0 + np.abs(b[np.isfinite(b)]).max(initial=0.0)
@@ -171,7 +180,7 @@ class Potential:
             raise ValueError(f"{what} needs the potential of many points in one call; vectorised, this model's "
                              f"energies differ from its point-by-point ones ({a} against {b}). {how}")
         return Potential(self.sites, self.init, self.ops, lambda v, jacobian: mapped[jacobian](v), batched=True,
-                         potential_fn=self.potential_fn, one_point=self.one_point)
+                         potential_fn=self.potential_fn, one_point=self.one_point, many_points=self.many_points)
 
     def unpack_spread(self, v) -> dict:
         """Per-site values of a vector of spreads (standard deviations) over ``u``: held coordinates spread zero."""
