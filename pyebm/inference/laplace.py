@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+from ..diagnostics import warn
 from .approximations import Gaussian, to_numpy
 from .curvature import PROVIDERS, gaussian_log_evidence
 from .map import MAP, _labels, _single, find_mode, optim_diagnostics
@@ -23,6 +26,9 @@ from .result import Posterior
 
 __all__ = ["Laplace"]
 
+#: posterior sds from stationary above which a post-hoc point (``at=``) warns
+AT_TOLERANCE = 0.1
+
 
 @register("laplace")
 @dataclass
@@ -30,30 +36,67 @@ class Laplace(MAP):
     r"""Laplace approximation: MAP plus the curvature at the minimum.
 
     Takes the MAP settings, plus ``hessian``: ``"full"`` (exact, default) or ``"diag"`` (its
-    diagonal only: a mean-field Gaussian, never a D x D matrix). The minimum is that of the unconstrained potential
+    diagonal only: a mean-field Gaussian, never a D x D matrix); and ``at``: a dict of site values (constrained) at
+    which to take the curvature as given, with no optimisation (post-hoc Laplace at trained weights). The gradient
+    there is checked: a point more than 0.1 posterior sds from stationary (the Newton decrement
+    :math:`\sqrt{g^\top H^{-1} g}`, in ``post.diagnostics["distance"]``) warns, since the Gaussian is then not
+    centred at a mode. The minimum is that of the unconstrained potential
     (Jacobian included), the point at which a Gaussian in that space is fitted. A Hessian that is not positive
     definite there (a saddle, or a flat direction) raises :class:`pyebm.InferenceError`; an ill-conditioned but
     positive definite one is accepted (a standard deviation of 7071 is a fine answer).
     """
 
     hessian: str = "full"
+    at: dict | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hessian not in PROVIDERS:
             raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {sorted(PROVIDERS)}.")
+        if self.at is not None:
+            if not isinstance(self.at, dict):
+                raise TypeError(f"Laplace: at must be a dict of site values, got {type(self.at).__name__}.")
+            if self.init is not None:
+                raise ValueError("Laplace: give either at= (the curvature there, no optimisation) or init= (where "
+                                 "the optimisation starts), not both.")
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
-        potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True,
-                                     verify=self.hessian == "full")
-        structure = PROVIDERS[self.hessian](lambda v: potential(v, True), res.u, potential.ops, "Laplace",
-                                            labels=_labels(potential), hessian=res.hessian).index(0)
-        log_z = float(to_numpy(gaussian_log_evidence(res.value[0], structure, potential.dim)))
+        if self.at is None:
+            potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True,
+                                         verify=self.hessian == "full")
+            u, energy, hessian, diagnostics = res.u, res.value[0], res.hessian, optim_diagnostics(res)
+        else:
+            potential = backend.potential(model, args, kwargs, init=self.at, what="Laplace", seed=seed)
+            missing = sorted(set(potential.names()) - set(self.at))
+            if missing:
+                raise ValueError(f"Laplace: at= gives no value for site(s) {missing}; post-hoc Laplace needs the "
+                                 "whole point (e.g. the trained values of every latent site).")
+            u, hessian = potential.init[None], None
+            energy, grad = potential.value_and_grad(True)(u)
+            energy = energy[0]
+        structure = PROVIDERS[self.hessian](lambda v: potential(v, True), u, potential.ops, "Laplace",
+                                            labels=_labels(potential), hessian=hessian).index(0)
+        if self.at is not None:
+            diagnostics = _stationarity(structure, grad[0], float(to_numpy(energy)))
+        log_z = float(to_numpy(gaussian_log_evidence(energy, structure, potential.dim)))
         view = backend.model_view(model, args, kwargs, potential)
-        diagnostics = optim_diagnostics(res)
         diagnostics["hessian"] = structure.precision_form()
         return Posterior(
-            "laplace", Gaussian(potential, res.u[0], structure), site_shapes=view.site_shapes,
-            mode=_single(potential.constrain(res.u[0]), view, seed), log_evidence=log_z, diagnostics=diagnostics,
+            "laplace", Gaussian(potential, u[0], structure), site_shapes=view.site_shapes,
+            mode=_single(potential.constrain(u[0]), view, seed), log_evidence=log_z, diagnostics=diagnostics,
             view=view,
         )
+
+
+def _stationarity(structure, grad, energy: float) -> dict:
+    r"""How far a given point is from the mode, in posterior standard deviations: the Newton decrement
+    :math:`\sqrt{g^	op H^{-1} g}` (the curvature's own structure), with a warning above :data:`AT_TOLERANCE`. The
+    evidence of a Gaussian fitted off the mode is low by about half its square (nats)."""
+    ops = structure.ops
+    distance = float(np.sqrt(max(float(to_numpy(ops.sum(grad * structure.solve(grad), -1))), 0.0)))
+    if distance > AT_TOLERANCE:
+        warn(f"Laplace(at=...): the point is {distance:.3g} posterior sds from stationary (gradient "
+             f"{float(np.abs(to_numpy(grad)).max()):.3g}): the Gaussian is not centred at a mode, and the evidence is "
+             f"off by about {0.5 * distance**2:.3g} nats. Train to convergence, or drop at= to optimise from there.")
+    return {"converged": distance <= AT_TOLERANCE, "status": "given point", "iterations": 0, "evaluations": 1,
+            "energy": energy, "grad_norm": float(np.abs(to_numpy(grad)).max()), "distance": distance}

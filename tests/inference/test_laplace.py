@@ -81,3 +81,38 @@ def test_flat_direction_raises(float64):
     model = pyebm.model_from_energy(lambda x: (x[0] - x[1]) ** 2, {"x": 2})
     with pytest.raises(pyebm.InferenceError, match="not positive definite|did not converge"):
         pyebm.infer(model, method="laplace", seed=0, progress=False)
+
+
+@pytest.mark.parametrize("hessian", ["full", "diag"])
+def test_post_hoc_laplace_takes_the_curvature_where_it_is_told(hessian, float64):
+    e = gaussian_2d()
+    model = pyebm.model_from_energy(e, {"x": 2})
+    fitted = pyebm.infer(model, method=pyebm.Laplace(hessian=hessian), seed=0, progress=False)
+    post = pyebm.infer(model, method=pyebm.Laplace(at={"x": e.mu}, hessian=hessian), seed=0, progress=False)
+    assert post.diagnostics["iterations"] == 0 and post.diagnostics["distance"] < 1e-12
+    torch.testing.assert_close(post.mean()["x"], e.mu, atol=0, rtol=0)
+    torch.testing.assert_close(post.std()["x"], fitted.std()["x"], atol=1e-12, rtol=1e-10)
+    assert post.log_evidence == pytest.approx(fitted.log_evidence, abs=1e-9)
+
+
+def test_post_hoc_laplace_off_the_mode_warns_with_the_newton_decrement(float64):
+    # for a quadratic energy the decrement at x is exactly the Mahalanobis distance to the mode, and the evidence
+    # is low by exactly half its square
+    e = gaussian_2d()
+    x = e.mu + torch.tensor([0.3, -0.2])
+    with pytest.warns(pyebm.ConvergenceWarning, match="posterior sds from stationary"):
+        post = pyebm.infer(pyebm.model_from_energy(e, {"x": 2}), method=pyebm.Laplace(at={"x": x}), seed=0,
+                           progress=False)
+    d = x - e.mu
+    distance = float((d @ e.precision @ d).sqrt())
+    assert post.diagnostics["distance"] == pytest.approx(distance, rel=1e-10)
+    assert post.log_evidence == pytest.approx(e.log_normalizer(1.0) - 0.5 * distance**2, abs=1e-9)
+    torch.testing.assert_close(post.mean()["x"], x, atol=0, rtol=0)
+
+
+def test_post_hoc_laplace_needs_the_whole_point():
+    model = pyebm.model_from_energy(gaussian_2d(torch.float32), {"x": 2, "y": 1})
+    with pytest.raises(ValueError, match=r"no value for site\(s\) \['y'\]"):
+        pyebm.infer(model, method=pyebm.Laplace(at={"x": torch.zeros(2)}), seed=0, progress=False)
+    with pytest.raises(ValueError, match="either at= .* or init="):
+        pyebm.Laplace(at={"x": torch.zeros(2)}, init={"x": torch.zeros(2)})
