@@ -32,6 +32,7 @@ from ..state import resolve_seed, seeded
 from .batched import adapt_independent
 from .energies import per_example, resolve_energy
 from .latents import Functional, resolve_latents
+from .linearized import LINKS, glm_outputs
 
 __all__ = ["adapt", "predict"]
 
@@ -131,17 +132,53 @@ def adapt(
 
 
 def predict(net: nn.Module, posterior: Posterior, x: torch.Tensor, num_samples: int = 100,
-            seed: int | None = None) -> torch.Tensor:
-    r"""Class probabilities averaged over the posterior of the adapted weights,
-    :math:`\frac1S\sum_s \mathrm{softmax}(f_{\theta_s}(x))` (MAP: the plug-in :math:`\mathrm{softmax}(f_{\hat\theta}(x))`).
+            seed: int | None = None, *, likelihood: str = "classification", pred_type: str = "nn",
+            link_approx: str = "probit", noise: float = 0.0):
+    r"""Predictions averaged over the posterior of the adapted weights.
 
-    ``x`` are the inputs to predict (for independent adaptation, one per adapted copy).
+    Parameters
+    ----------
+    net, posterior, x
+        The network, the posterior of :func:`adapt`, and the inputs to predict (for independent adaptation, one per
+        adapted copy).
+    num_samples, seed
+        Monte Carlo draws (of weights for ``pred_type="nn"``, of outputs for ``link_approx="mc"``).
+    likelihood : {"classification", "regression"}
+        Classification returns class probabilities ``(B, C)``; regression returns ``(mean, variance)`` of the
+        outputs, each ``(B, O)``, with ``noise**2`` added to the variance (the observation noise).
+    pred_type : {"nn", "glm"}
+        ``"nn"``: the network itself averaged over weight draws,
+        :math:`\frac1S\sum_s \mathrm{softmax}(f_{\theta_s}(x))` (MAP: the plug-in). ``"glm"``: the network linearised at
+        the posterior's centre, outputs :math:`\mathcal N(f_{\hat\theta}(x), J\Sigma J^\top)` (Laplace posteriors);
+        see :mod:`pyebm.ttt.linearized`. Linearising keeps the predictions of a point estimate where weight samples
+        through a non-linear network can wreck them.
+    link_approx : {"probit", "bridge", "mc"}
+        With ``pred_type="glm"`` and classification: how probabilities are read off the Gaussian logits.
+    noise : float
+        Regression: the observation noise's standard deviation.
     """
     info = posterior.diagnostics.get("ttt")
     if info is None:
         raise ValueError("posterior does not come from pyebm.ttt.adapt (no 'ttt' diagnostics).")
+    if likelihood not in ("classification", "regression"):
+        raise ValueError(f"likelihood must be 'classification' or 'regression', got {likelihood!r}.")
+    if pred_type not in ("nn", "glm"):
+        raise ValueError(f"pred_type must be 'nn' or 'glm', got {pred_type!r}.")
+    if link_approx not in LINKS:
+        raise ValueError(f"link_approx must be one of {sorted(LINKS)}, got {link_approx!r}.")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}.")
+    if pred_type == "glm" and posterior.approximation.kind not in ("gaussian", "point"):
+        raise ValueError(f"pred_type='glm' linearises around a Gaussian (method 'laplace' or 'map'); this posterior "
+                         f"is from {posterior.method!r}: use pred_type='nn'.")
     params = dict(net.named_parameters())
     fn = Functional(net, {k: params[k].detach() for k in info["latents"]})
+    seed = resolve_seed(seed)
+    if pred_type == "glm":
+        mean, cov = glm_outputs(fn, posterior, x, info["independent"])
+        if likelihood == "regression":
+            return mean, torch.diagonal(cov, dim1=-2, dim2=-1) + noise**2
+        return LINKS[link_approx](mean, cov, num_samples, seed)
     if posterior.method == "map":
         draws = {k: v.unsqueeze(0) for k, v in posterior.mode.items()}
     else:
@@ -152,7 +189,9 @@ def predict(net: nn.Module, posterior: Posterior, x: torch.Tensor, num_samples: 
             def one_input(values_b, x_b):  # values_b: (S, *shape) for this input
                 return vmap(lambda v: fn(v, x_b.unsqueeze(0)).squeeze(0))(values_b)
 
-            logits = vmap(one_input, in_dims=(1, 0))(draws, x)  # (B, S, C)
-            return torch.softmax(logits, -1).mean(1)
-        logits = vmap(lambda v: fn(v, x))(draws)  # (S, B, C)
-        return torch.softmax(logits, -1).mean(0)
+            outputs = vmap(one_input, in_dims=(1, 0), out_dims=1)(draws, x)  # (S, B, C)
+        else:
+            outputs = vmap(lambda v: fn(v, x))(draws)  # (S, B, C)
+    if likelihood == "regression":
+        return outputs.mean(0), outputs.var(0, unbiased=False) + noise**2
+    return torch.softmax(outputs, -1).mean(0)

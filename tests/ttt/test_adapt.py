@@ -156,3 +156,55 @@ def test_augmented_energy_averages_over_the_views(float64):
     assert post.mode["2.bias"].shape == (3,)
     with pytest.raises(ValueError, match="copies"):
         ttt.augmented(ttt.entropy, flip, copies=0)
+
+
+def test_linearised_regression_predictive_is_the_exact_one_for_a_linear_network(linear):
+    # f(x) = x w + b is linear in w, so the GLM predictive N(x m, x Σ xᵀ + σ²) is the exact posterior predictive
+    net, x, y = linear
+    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale=S, seed=0)
+    mean, cov = exact_weight_posterior(net, x, y)
+    x_new = torch.randn(7, 3, generator=torch.Generator().manual_seed(5))
+    f_mean, f_var = predict(net, post, x_new, likelihood="regression", pred_type="glm", noise=SIGMA)
+    b = net.bias.detach()
+    torch.testing.assert_close(f_mean[:, 0], x_new @ mean + b, atol=1e-8, rtol=0)
+    torch.testing.assert_close(f_var[:, 0], (x_new @ cov * x_new).sum(1) + SIGMA**2, atol=1e-10, rtol=1e-8)
+    # sampling the weights gives the same within Monte Carlo error (4 se of a mean and of a variance, 20000 draws)
+    s_mean, s_var = predict(net, post, x_new, num_samples=20000, seed=0, likelihood="regression", noise=SIGMA)
+    sd_f = (f_var[:, 0] - SIGMA**2).sqrt()
+    assert ((s_mean - f_mean)[:, 0].abs() <= 4 * sd_f / math.sqrt(20000)).all()
+    assert ((s_var - f_var)[:, 0].abs() <= 4 * sd_f**2 * math.sqrt(2 / 20000)).all()
+
+
+def test_linearised_predictive_of_independent_adaptation_matches_one_input_at_a_time(linear):
+    net, x, y = linear
+    batched = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale=S,
+                    independent=True)
+    f_mean, f_var = predict(net, batched, x, likelihood="regression", pred_type="glm")
+    for i in [0, 11]:
+        single = adapt(net, (x[i : i + 1], y[i : i + 1]), "weight", supervised("squared", SIGMA), "laplace",
+                       prior_scale=S, seed=0)
+        m, v = predict(net, single, x[i : i + 1], likelihood="regression", pred_type="glm")
+        torch.testing.assert_close(f_mean[i], m[0], atol=1e-7, rtol=0)
+        torch.testing.assert_close(f_var[i], v[0], atol=1e-8, rtol=1e-6)
+
+
+def test_linearised_classification_links(float64):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
+    post = adapt(net, x, "2.bias", "entropy", "laplace", prior_scale=0.5, seed=0)
+    # the logits are linear in the output bias: the GLM is exact, so its Monte Carlo link is the weight average
+    exact = predict(net, post, x, num_samples=40000, seed=1)
+    mc = predict(net, post, x, num_samples=40000, seed=2, pred_type="glm", link_approx="mc")
+    assert (mc - exact).abs().max() < 0.01  # two independent 40000-draw averages of probabilities
+    probit = predict(net, post, x, pred_type="glm", link_approx="probit")
+    assert (probit - exact).abs().max() < 0.05  # an approximation: sd 0.5 logits, error a few hundredths
+    bridge = predict(net, post, x, pred_type="glm", link_approx="bridge")
+    torch.testing.assert_close(bridge.sum(-1), torch.ones(30), atol=1e-12, rtol=0)
+    map_post = adapt(net, x, "2.bias", "entropy", "map", prior_scale=0.5, seed=0)  # no spread: the plug-in
+    torch.testing.assert_close(predict(net, map_post, x, pred_type="glm"), predict(net, map_post, x), atol=1e-12,
+                               rtol=0)
+    with pytest.raises(ValueError, match="pred_type must be"):
+        predict(net, post, x, pred_type="laplace")
+    with pytest.raises(ValueError, match="link_approx must be"):
+        predict(net, post, x, pred_type="glm", link_approx="sigmoid")
