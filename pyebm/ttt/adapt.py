@@ -31,6 +31,7 @@ from ..inference.result import Posterior
 from ..state import resolve_seed, seeded
 from .batched import adapt_independent
 from .energies import per_example, resolve_energy
+from .evidence import Evidence, tune_prior_scales
 from .latents import Functional, resolve_latents
 from .linearized import LINKS, glm_outputs
 
@@ -57,7 +58,7 @@ def adapt(
     latents: str | Sequence[str] | Callable,
     energy: str | Callable = "entropy",
     method="map",
-    prior_scale: float | dict = 0.1,
+    prior_scale: float | dict | str | Evidence = 0.1,
     *,
     beta: float = 1.0,
     independent: bool = False,
@@ -80,8 +81,11 @@ def adapt(
         :func:`pyebm.ttt.supervised`, :func:`pyebm.ttt.neighbours`' energy, or your own self-supervised loss.
     method : str or method object
         ``"map"``, ``"laplace"``, ``"svi"``, ``"nuts"``, ``"hmc"`` or a configured ``pyebm.MAP(...)`` etc.
-    prior_scale : float or dict
-        :math:`s` of the prior :math:`\mathcal N(\theta_0, s^2)` (per latent name with a dict).
+    prior_scale : float, dict, "evidence" or Evidence
+        :math:`s` of the prior :math:`\mathcal N(\theta_0, s^2)` (per latent name with a dict); or chosen by
+        maximising the Laplace evidence (``"evidence"``, or :class:`pyebm.ttt.Evidence` for per-latent scales and
+        settings; shared adaptation with method ``"laplace"``), see :mod:`pyebm.ttt.evidence`. The chosen scales are
+        in ``post.diagnostics["prior_scale"]``, the evidence of every fit in ``["log_evidence_path"]``.
     beta : float
         Inverse temperature of the energy.
     independent : bool
@@ -99,9 +103,14 @@ def adapt(
         raise TypeError(f"net must be an nn.Module, got {type(net).__name__}.")
     trained = resolve_latents(net, latents)
     energy_fn = resolve_energy(energy)
-    scales = _scales(prior_scale, trained)
+    tuned = Evidence() if isinstance(prior_scale, str) and prior_scale == "evidence" else prior_scale
+    tuned = tuned if isinstance(tuned, Evidence) else None
+    scales = _scales(tuned.init if tuned else prior_scale, trained)
     fn = Functional(net, trained)
     n = tree_leaves(x)[0].shape[0]
+    if tuned and (independent or resolve_method(method).name != "laplace"):
+        raise ValueError("prior_scale='evidence' needs method='laplace' (the evidence is Laplace's) and a shared "
+                         "adaptation (independent=False).")
     if independent:
         runner = resolve_method(method)
         if runner.name not in ("map", "laplace"):
@@ -121,12 +130,15 @@ def adapt(
             raise TypeError(f"unexpected options {sorted(options)}; configure the method object instead "
                             "(e.g. method=pyebm.NUTS(num_samples=500)).")
 
-        def model():
-            values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in trained.items()}
-            e = per_example(energy_fn(lambda inputs: fn(values, inputs), x), n)
-            energy_factor("ttt_energy", e.sum(), beta=beta)
+        def fit(scales: dict):
+            def model():
+                values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in trained.items()}
+                e = per_example(energy_fn(lambda inputs: fn(values, inputs), x), n)
+                energy_factor("ttt_energy", e.sum(), beta=beta)
 
-        post = infer(model, method=method, seed=seed, progress=progress)
+            return infer(model, method=method, seed=seed, progress=progress)
+
+        post = tune_prior_scales(fit, trained, tuned) if tuned else fit(scales)
     post.diagnostics["ttt"] = {"latents": list(trained), "independent": independent}
     return post
 
