@@ -4,7 +4,8 @@ Part 1, the zoo (flat priors, SMC from a Gaussian reference of scale 5): the Gau
 double well and a two-component mixture with weights 0.3 / 0.7, each with a closed-form or grid-exact log Z.
 Part 2, the tempering path from a proper prior, x ~ N(0, 2^2) and an energy factor: log Z(1) by SMC against
 thermodynamic integration (log Z(1) = -integral over beta of E_beta[E], NUTS at 20 fixed beta, trapezoid rule),
-the exact answer by quadrature. Columns: the estimate's error, its standard error (SMC: from its runs; TI: from the
+the exact answer by quadrature. Part 3, the same three on a 16-site phi^4 chain in its ordered phase (two modes),
+exact by the transfer matrix, with the share of draws in each mode (SMC's particles against NUTS chains). Columns: the estimate's error, its standard error (SMC: from its runs; TI: from the
 NUTS draws' ESS, propagated through the rule), the error in standard errors, and the wall time; medians over
 `--seeds` seeds. Laplace has no Monte Carlo error: its error is its bias.
 
@@ -98,7 +99,7 @@ def thermodynamic_integration(model, energy, betas, seed: int, draws: int):
         post = pyebm.infer(pyebm.temper(model, float(b)), method=pyebm.NUTS(num_samples=draws, warmup_steps=draws // 2),
                            seed=seed * 1000 + i, progress=False)
         x = post.approximation.draws["x"]
-        e = energy(x.reshape(-1, 1)).double().reshape(x.shape[:2]).numpy()
+        e = energy(x.reshape(-1, x.shape[-1])).double().reshape(x.shape[:2]).numpy()
         ess = ess_bulk(e)
         means.append(e.mean())
         variances.append(e.var() / ess)
@@ -119,10 +120,11 @@ def part_path(seeds: int, quick: bool) -> None:
     header = f"{'method':28s} {'|err|':>8s} {'se':>8s} {'err/se':>7s} {'wall s':>8s}"
     print(header)
     print("-" * len(header))
-    rows = {"SMC (8 x 512)": [], "TI with NUTS, 20 beta": []}
+    smc = f"SMC (8 x {128 if quick else 512})"
+    rows = {smc: [], "TI with NUTS, 20 beta": []}
     for seed in range(seeds):
         post = pyebm.infer(model, method=pyebm.SMC(num_particles=128 if quick else 512), seed=seed, progress=False)
-        rows["SMC (8 x 512)"].append((abs(post.log_evidence - exact), post.diagnostics["log_evidence_se"],
+        rows[smc].append((abs(post.log_evidence - exact), post.diagnostics["log_evidence_se"],
                                       post.wall_time))
         est, se, s = thermodynamic_integration(model, energy, betas, seed, draws)
         rows["TI with NUTS, 20 beta"].append((abs(est - exact), se, s))
@@ -131,6 +133,57 @@ def part_path(seeds: int, quick: bool) -> None:
         err, se, s = (statistics.median(r[i] for r in runs) for i in range(3))
         print(f"{name:28s} {err:8.4f} {se:8.4f} {err / se:7.2f} {s:8.2f}", flush=True)
     print(f"{'Laplace (one well)':28s} {abs(lap.log_evidence - exact):8.4f} {'-':>8s} {'-':>7s} {lap.wall_time:8.2f}")
+
+
+# --- part 3: a 16-site phi^4 chain in its ordered phase ------------------------------------------------------------
+def phi_four_model(field):
+    """The chain with a proper prior x ~ N(0, 2^2 I) (the path's start for SMC and TI): the same as the flat-prior
+    field with mass 1/4, up to the prior's normaliser, so the transfer matrix gives its exact log Z too."""
+
+    def model():
+        x = pyro.sample("x", dist.Normal(torch.zeros(field.dim), PRIOR_SD).to_event(1))
+        pyebm.energy_factor("phi4", field(x))
+
+    return model
+
+
+def part_phi_four(seeds: int, quick: bool) -> None:
+    from pyebm.energies import PhiFour
+
+    field = PhiFour(n=16, coupling=8.0)
+    with_prior = PhiFour(n=16, coupling=8.0, mass=1 / PRIOR_SD**2)
+    exact = with_prior.log_normalizer() - 8 * math.log(2 * math.pi * PRIOR_SD**2)
+    model = phi_four_model(field)
+    betas = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 19)])
+    draws = 200 if quick else 500
+    print(f"\n# a 16-site phi^4 chain, coupling 8, quartic 1 (ordered: two modes, all sites near +1 or all near -1), "
+          f"prior N(0, {PRIOR_SD:g}^2 I); exact log Z = {exact:.4f} (transfer matrix). Mode share = fraction of draws "
+          "with positive magnetisation (exact 0.5)")
+    header = f"{'method':28s} {'|err|':>8s} {'se':>8s} {'err/se':>7s} {'wall s':>8s} {'mode share':>11s}"
+    print(header)
+    print("-" * len(header))
+    smc = f"SMC (8 x {128 if quick else 512})"
+    rows = {smc: [], "TI with NUTS, 20 beta": [], "NUTS, 4 chains (beta = 1)": []}
+    for seed in range(seeds):
+        post = pyebm.infer(model, method=pyebm.SMC(num_particles=128 if quick else 512), seed=seed, progress=False)
+        share = float((post.draws()["x"].mean(-1) > 0).double().mean())
+        rows[smc].append((abs(post.log_evidence - exact), post.diagnostics["log_evidence_se"],
+                                      post.wall_time, share))
+        est, se, s = thermodynamic_integration(model, field, betas, seed, draws)
+        rows["TI with NUTS, 20 beta"].append((abs(est - exact), se, s, float("nan")))
+        nuts = pyebm.infer(model, method=pyebm.NUTS(num_samples=draws, warmup_steps=draws, num_chains=4), seed=seed,
+                           progress=False)
+        per_chain = (nuts.approximation.draws["x"].mean(-1) > 0).double().mean(1)
+        rows["NUTS, 4 chains (beta = 1)"].append((float("nan"), float("nan"), nuts.wall_time, float(per_chain.mean())))
+        print(f"# seed {seed}: NUTS share per chain {[round(float(c), 2) for c in per_chain]}, "
+              f"max r-hat {max(nuts.diagnostics['r_hat'].values()):.2f}", flush=True)
+    for name, runs in rows.items():
+        err, se, s, share = (statistics.median(r[i] for r in runs) for i in range(4))
+        ratio = f"{err / se:7.2f}" if se == se else f"{'-':>7s}"
+        print(f"{name:28s} {err:8.4f} {se:8.4f} {ratio} {s:8.2f} {share:11.2f}".replace("nan", "  -"), flush=True)
+    lap = pyebm.infer(model, method=pyebm.Laplace(init={"x": torch.ones(16)}), seed=0, progress=False)
+    print(f"{'Laplace (one mode)':28s} {abs(lap.log_evidence - exact):8.4f} {'-':>8s} {'-':>7s} {lap.wall_time:8.2f} "
+          f"{'1 or 0':>11s}")
 
 
 def main(argv=None) -> None:
@@ -146,6 +199,7 @@ def main(argv=None) -> None:
     torch.set_default_dtype(torch.float64)
     part_zoo(args.seeds, args.quick)
     part_path(args.seeds, args.quick)
+    part_phi_four(args.seeds, args.quick)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ CASES = [
     (Z.Ring(radius=2.0, width=0.3), [0.5, 1.0, 2.0]),
     (Z.GaussianMixture(torch.tensor([[-2.0, 0.0], [2.0, 1.0], [0.0, 3.0]]), scale=0.7), [1.0]),
     (Z.DoubleWell(dim=2, height=1.0), [0.5, 1.0, 3.0]),
+    (Z.PhiFour(n=2, coupling=1.5, quartic=1.0, mass=0.3), [0.5, 1.0, 2.0]),  # the transfer matrix, Tr T^2
 ]
 
 
@@ -64,3 +65,15 @@ def test_funnel_closed_form_matches_a_1d_quadrature_over_v(beta):
 def test_gaussian_bad_input(bad):
     with pytest.raises(ValueError):
         Z.Gaussian(**bad)
+
+
+def test_phi_four_transfer_matrix_is_converged_and_orders_with_coupling():
+    chain = Z.PhiFour(n=16, coupling=4.0)
+    fine = Z.PhiFour(n=16, coupling=4.0)
+    fine.grid_points = 2401
+    assert chain.log_normalizer(0.7) == pytest.approx(fine.log_normalizer(0.7), abs=1e-9)
+    cov = chain.covariance()
+    assert torch.allclose(cov, cov.T) and cov[0, 8] > 0.6 * cov[0, 0]  # sites half a ring apart still align
+    assert Z.PhiFour(n=16, coupling=0.1).covariance()[0, 8] < 0.01  # weak coupling: independent wells
+    with pytest.raises(ValueError, match="n must be"):
+        Z.PhiFour(n=1)

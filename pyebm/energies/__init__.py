@@ -15,6 +15,7 @@ from .reference import (
     Gaussian,
     GaussianMixture,
     GridDensity,
+    PhiFour,
     ReferenceEnergy,
     Ring,
     grid_density,
@@ -22,7 +23,7 @@ from .reference import (
 from .targets import Checkerboard, EightGaussians, Rings, Target2D, TwoMoons
 
 __all__ = [
-    "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "Ring", "Funnel", "GaussianMixture",
+    "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "PhiFour", "Ring", "Funnel", "GaussianMixture",
     "GridDensity", "grid_density", "KMeans", "Ellipse", "SparseCoding",
     "Target2D", "EightGaussians", "TwoMoons", "Rings", "Checkerboard", "MLPEnergy", "GaussianDecoder",
 ]

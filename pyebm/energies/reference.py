@@ -18,7 +18,7 @@ from ..diagnostics import check_beta
 from ..energy import Energy
 
 __all__ = [
-    "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "Ring", "Funnel", "GaussianMixture",
+    "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "PhiFour", "Ring", "Funnel", "GaussianMixture",
     "GridDensity", "grid_density",
 ]
 
@@ -281,6 +281,79 @@ class DoubleWell(ReferenceEnergy):
 
     def covariance(self, beta: float = 1.0) -> torch.Tensor:
         return float(self._one_d(beta).covariance()) * torch.eye(self.dim, dtype=torch.float64)
+
+
+class PhiFour(ReferenceEnergy):
+    r"""The :math:`arphi^4` field on a periodic chain of :math:`n` sites,
+
+    .. math:: E(arphi) = \sum_{i=1}^{n} \Bigl[	frac\kappa2(arphi_i - arphi_{i+1})^2 + 	frac{m^2}{2}arphi_i^2
+              + \lambda(arphi_i^2 - 1)^2\Bigr], \qquad arphi_{n+1} = arphi_1 .
+
+    With a strong coupling :math:`\kappa` the field orders: almost all mass sits near :math:`arphi pprox +1` or
+    :math:`arphi pprox -1` on every site, two modes of equal weight separated by a barrier that single MCMC
+    chains rarely cross. Exact by the transfer matrix: :math:`Z(eta) = \operatorname{Tr} T^n` with the symmetric
+    kernel :math:`T(a, b) = e^{-eta[rac\kappa2(a-b)^2 + rac12 V(a) + rac12 V(b)]}`, :math:`V` the on-site terms,
+    discretised on a fine grid (spectral accuracy for this smooth kernel); the covariance
+    :math:`\langlearphi_iarphi_j
+angle` from the same eigendecomposition; the mean is zero by symmetry.
+    """
+
+    grid_points = 1201
+
+    def __init__(self, n: int = 16, coupling: float = 1.0, quartic: float = 1.0, mass: float = 0.0):
+        super().__init__()
+        if isinstance(n, bool) or int(n) != n or n < 2:
+            raise ValueError(f"PhiFour: n must be an int >= 2, got {n!r}.")
+        self.dim, self.coupling = int(n), _positive("PhiFour", "coupling", coupling)
+        self.quartic = _positive("PhiFour", "quartic", quartic)
+        self.mass = float(mass)
+        if not (math.isfinite(self.mass) and self.mass >= 0):
+            raise ValueError(f"PhiFour: mass must be a finite number >= 0, got {mass!r}.")
+
+    @property
+    def bounds(self) -> list:
+        return self.bounds_for(1.0)
+
+    def bounds_for(self, beta: float) -> list:
+        L = math.sqrt(1 + math.sqrt(60 / (beta * self.quartic)))
+        return [(-L, L)] * self.dim
+
+    def onsite(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The on-site terms :math:`\tfrac{m^2}{2}x^2 + \lambda(x^2 - 1)^2`, elementwise."""
+        return 0.5 * self.mass * x**2 + self.quartic * (x**2 - 1) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hop = 0.5 * self.coupling * ((x - torch.roll(x, -1, dims=-1)) ** 2).sum(-1)
+        return hop + self.onsite(x).sum(-1)
+
+    def _spectrum(self, beta: float):
+        """Eigenvalues and eigenvectors of the discretised transfer matrix, and the grid."""
+        lo, hi = self.bounds_for(check_beta(beta))[0]
+        a = torch.linspace(lo, hi, self.grid_points, dtype=torch.float64)
+        h = float(a[1] - a[0])
+        half = 0.5 * beta * self.onsite(a)
+        log_t = -beta * 0.5 * self.coupling * (a[:, None] - a[None, :]) ** 2 - half[:, None] - half[None, :]
+        shift = float(log_t.max())
+        values, vectors = torch.linalg.eigh(h * torch.exp(log_t - shift))
+        return values, vectors, a, shift
+
+    def log_normalizer(self, beta: float = 1.0) -> float:
+        values, _, _, shift = self._spectrum(beta)
+        top = float(values.abs().max())
+        return self.dim * (shift + math.log(top)) + math.log(float(((values / top) ** self.dim).sum()))
+
+    def mean(self, beta: float = 1.0) -> torch.Tensor:
+        return torch.zeros(self.dim, dtype=torch.float64)
+
+    def covariance(self, beta: float = 1.0) -> torch.Tensor:
+        values, vectors, a, _ = self._spectrum(beta)
+        mu = values / values.abs().max()
+        x = vectors.T @ (a[:, None] * vectors)  # <k|phi|l>
+        n = self.dim
+        d = torch.arange(n)
+        corr = torch.stack([(mu[:, None] ** (n - k) * mu[None, :] ** k * x**2).sum() for k in range(n)])
+        corr = corr / (mu**n).sum()
+        return corr[(d[:, None] - d[None, :]).abs()].to(torch.float64)
 
 
 class Ring(ReferenceEnergy):

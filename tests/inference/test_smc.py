@@ -193,3 +193,38 @@ def test_plot_draws_the_path_with_its_band_and_refuses_a_reference_path(float64)
                         seed=0, progress=False)
     with pytest.raises(ValueError, match="starts at the prior"):
         pyebm.plot.log_z_path(other)
+
+
+@pytest.mark.slow
+def test_log_z_of_a_3x3_ising_lattice_with_its_spins_enumerated(float64):
+    # the nine spins are summed out exactly inside every particle's potential (one run of the model under a plate
+    # over the particles); SMC carries the continuous field h. Exact: sum over the 512 configurations, quadrature in h
+    from models import reference_models as R
+    from scipy import special, stats
+
+    configs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 9, indexing="ij")).reshape(9, -1).T
+    coupling = sum(configs[:, i] * configs[:, j] for i, j in R.ISING_EDGES)
+    h = np.linspace(-10, 10, 20001)
+    E = -R.ISING_J * coupling[None, :] - 0.2 * configs.sum(1)[None, :] - h[:, None] * configs[None, :, 0]
+    log_f = special.logsumexp(-E, axis=1) + stats.norm.logpdf(h) - 9 * math.log(2)  # spins ~ Bernoulli(1/2)
+    exact = special.logsumexp(log_f) + math.log(h[1] - h[0])
+    post = pyebm.infer(R.ising, method=pyebm.SMC(num_particles=32, num_mcmc_steps=4, num_leapfrog=4), seed=0,
+                       progress=False)
+    assert_within_se(post, exact)
+    case = R.ising_case()
+    # 256 particles: 0.3 sd of h is about 5 Monte Carlo errors; a spin's mean within 0.15 (binomial se ~0.03)
+    assert abs(float(post.mean()["h"]) - case.mean["h"]) < 0.3 * case.sd["h"]
+    assert abs(float(post.mean()["s4"]) - case.mean["s4"]) < 0.15
+
+
+@pytest.mark.slow
+def test_a_phi_four_chain_in_its_ordered_phase_keeps_both_modes(float64):
+    from pyebm.energies import PhiFour
+
+    field = PhiFour(n=16, coupling=8.0)  # NUTS chains stay in one sign here (r-hat ~1.7; the benchmark)
+    post = pyebm.infer(pyebm.model_from_energy(field, {"x": 16}), method=pyebm.SMC(reference=2.0), seed=0,
+                       progress=False)
+    assert_within_se(post, field.log_normalizer())
+    up = (post.draws()["x"].mean(-1) > 0).double().reshape(8, -1)  # (runs, particles): the sign of the field
+    assert abs(float(up.mean()) - 0.5) < 0.1  # symmetric modes, equal weights (8 runs, correlated by resampling)
+    assert ((up.mean(1) > 0.2) & (up.mean(1) < 0.8)).all()  # every run holds both
