@@ -158,8 +158,9 @@ class Potential:
         how = ("Use method='nuts', or write the model to run on one point without Python control flow on tensor "
                "values (.item(), `if x > 0`, in-place writes).")
         if callable(self.many_points):
-            how = ("Use method='nuts', or write the model to broadcast over an extra leading batch dimension (index "
-                   "with `locs[..., z]`, not `locs[z]`; sum with negative dims), as Pyro's vectorised particles need.")
+            how = ("Use method='nuts', or write the model to broadcast over an extra leading batch dimension, as "
+                   "Pyro's vectorised particles need (index with `pyro.ops.indexing.Vindex(locs)[..., z]`, not "
+                   "`locs[z]`; sum over negative dims).")
             mapped = {j: lambda v, j=j: self.many_points(v, j) for j in (True, False)}
         elif callable(self.one_point):
             mapped = {j: self.ops.vmap(lambda u, j=j: self.one_point(u, j)) for j in (True, False)}
