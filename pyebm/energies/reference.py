@@ -32,6 +32,13 @@ def _positive(owner: str, name: str, value) -> float:
     return value
 
 
+def _quartic_box(beta: float, height: float, dim: int) -> list:
+    """The box outside which a quartic well :math:`h(x^2-1)^2` at inverse temperature β holds under e^-60 of its
+    peak density, per coordinate."""
+    L = math.sqrt(1 + math.sqrt(60 / (beta * height)))
+    return [(-L, L)] * dim
+
+
 def _t(x, dtype=None) -> torch.Tensor:
     """A tensor in ``dtype``; floating tensors keep their own dtype unless one is asked for."""
     if dtype is None and isinstance(x, torch.Tensor) and x.dtype.is_floating_point:
@@ -264,8 +271,7 @@ class DoubleWell(ReferenceEnergy):
         return self.bounds_for(1.0)
 
     def bounds_for(self, beta: float) -> list:
-        L = math.sqrt(1 + math.sqrt(60 / (beta * self.height)))
-        return [(-L, L)] * self.dim
+        return _quartic_box(beta, self.height, self.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.height * ((x**2 - 1) ** 2).sum(-1)
@@ -315,8 +321,7 @@ angle` from the same eigendecomposition; the mean is zero by symmetry.
         return self.bounds_for(1.0)
 
     def bounds_for(self, beta: float) -> list:
-        L = math.sqrt(1 + math.sqrt(60 / (beta * self.quartic)))
-        return [(-L, L)] * self.dim
+        return _quartic_box(beta, self.quartic, self.dim)
 
     def onsite(self, x: torch.Tensor) -> torch.Tensor:
         r"""The on-site terms :math:`\tfrac{m^2}{2}x^2 + \lambda(x^2 - 1)^2`, elementwise."""

@@ -76,11 +76,17 @@ def test_batched_independent_adaptation_equals_one_input_at_a_time(linear):
     assert draws.shape == (3, 20, 1, 3)
 
 
-def test_predict_averages_over_the_posterior(float64):
+def _classifier_with_bias_posterior():
+    """A small classifier whose output bias is adapted by Laplace on the entropy (logits linear in the latent)."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
     post = adapt(net, x, "2.bias", "entropy", "laplace", prior_scale=0.5, seed=0)
+    return net, x, post
+
+
+def test_predict_averages_over_the_posterior(float64):
+    net, x, post = _classifier_with_bias_posterior()
     probs = predict(net, post, x, num_samples=4000, seed=1)
     draws = post.sample(4000, seed=1)["2.bias"]
     by_hand = torch.softmax(net[:2](x) @ net[2].weight.T.detach() + draws[:, None, :], -1).mean(0)
@@ -189,10 +195,7 @@ def test_linearised_predictive_of_independent_adaptation_matches_one_input_at_a_
 
 
 def test_linearised_classification_links(float64):
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
-    x = torch.randn(30, 4, generator=torch.Generator().manual_seed(0))
-    post = adapt(net, x, "2.bias", "entropy", "laplace", prior_scale=0.5, seed=0)
+    net, x, post = _classifier_with_bias_posterior()
     # the logits are linear in the output bias: the GLM is exact, so its Monte Carlo link is the weight average
     exact = predict(net, post, x, num_samples=40000, seed=1)
     mc = predict(net, post, x, num_samples=40000, seed=2, pred_type="glm", link_approx="mc")
