@@ -13,6 +13,7 @@ Laplace and NUTS add the uncertainty that point estimates throw away.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 
@@ -62,6 +63,7 @@ def adapt(
     *,
     beta: float = 1.0,
     independent: bool = False,
+    prior_mean: str = "trained",
     seed: int | None = None,
     progress: bool = False,
     **options,
@@ -91,6 +93,10 @@ def adapt(
     independent : bool
         Give every example its own copy of the latents (``x``'s leading dimension), all adapted at once, vectorised
         (MAP or Laplace; ``options``: ``steps``, ``tol``). Otherwise one set of latents is shared by the batch.
+    prior_mean : {"trained", "zero"}
+        Centre of the prior: the trained values (test-time adaptation: stay near what training found), or zero, a
+        weight-decay prior :math:`\mathcal N(0, s^2)` (Laplace of a trained network on its training data, as
+        laplace-torch does; the optimisation then starts at the trained values). Shared adaptation only for "zero".
     seed, progress
         As for :func:`pyebm.infer`.
 
@@ -108,6 +114,11 @@ def adapt(
     scales = _scales(tuned.init if tuned else prior_scale, trained)
     fn = Functional(net, trained)
     n = tree_leaves(x)[0].shape[0]
+    if prior_mean not in ("trained", "zero"):
+        raise ValueError(f"prior_mean must be 'trained' or 'zero', got {prior_mean!r}.")
+    if prior_mean == "zero" and independent:
+        raise ValueError("prior_mean='zero' is for a shared adaptation (independent=False).")
+    means = trained if prior_mean == "trained" else {k: torch.zeros_like(v) for k, v in trained.items()}
     if tuned and (independent or resolve_method(method).name != "laplace"):
         raise ValueError("prior_scale='evidence' needs method='laplace' (the evidence is Laplace's) and a shared "
                          "adaptation (independent=False).")
@@ -130,16 +141,20 @@ def adapt(
             raise TypeError(f"unexpected options {sorted(options)}; configure the method object instead "
                             "(e.g. method=pyebm.NUTS(num_samples=500)).")
 
+        runner = resolve_method(method)
+        if prior_mean == "zero" and getattr(runner, "init", "absent") is None:  # start where training ended
+            runner = dataclasses.replace(runner, init=dict(trained))
+
         def fit(scales: dict):
             def model():
-                values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in trained.items()}
+                values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in means.items()}
                 e = per_example(energy_fn(lambda inputs: fn(values, inputs), x), n)
                 energy_factor("ttt_energy", e.sum(), beta=beta)
 
-            return infer(model, method=method, seed=seed, progress=progress)
+            return infer(model, method=runner, seed=seed, progress=progress)
 
-        post = tune_prior_scales(fit, trained, tuned) if tuned else fit(scales)
-    post.diagnostics["ttt"] = {"latents": list(trained), "independent": independent}
+        post = tune_prior_scales(fit, means, tuned) if tuned else fit(scales)
+    post.diagnostics["ttt"] = {"latents": list(trained), "independent": independent, "prior_mean": prior_mean}
     return post
 
 

@@ -55,15 +55,16 @@ class Evidence:
             raise ValueError(f"Evidence: rounds must be an int >= 1, got {self.rounds!r}.")
 
 
-def tune_prior_scales(fit: Callable[[dict], object], trained: dict[str, torch.Tensor], spec: Evidence):
-    """Alternate ``fit(scales) -> Laplace Posterior`` with the evidence-maximising scales at its mode; returns the
-    last posterior, with ``diagnostics["prior_scale"]`` and ``diagnostics["log_evidence_path"]`` (one per fit)."""
-    scales = dict.fromkeys(trained, float(spec.init))
+def tune_prior_scales(fit: Callable[[dict], object], means: dict[str, torch.Tensor], spec: Evidence):
+    """Alternate ``fit(scales) -> Laplace Posterior`` with the evidence-maximising scales at its mode (``means``: the
+    prior's centres); returns the last posterior, with ``diagnostics["prior_scale"]`` and
+    ``diagnostics["log_evidence_path"]`` (one per fit)."""
+    scales = dict.fromkeys(means, float(spec.init))
     path = []
     for _ in range(spec.rounds):
         post = fit(scales)
         path.append(post.log_evidence)
-        new = _best_scales(post, trained, scales, spec.per_latent)
+        new = _best_scales(post, means, scales, spec.per_latent)
         done = all(abs(new[k] / scales[k] - 1) < spec.rtol for k in scales)
         scales = new
         if done:
@@ -78,16 +79,16 @@ def tune_prior_scales(fit: Callable[[dict], object], trained: dict[str, torch.Te
     return post
 
 
-def _best_scales(post, trained: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool) -> dict:
+def _best_scales(post, means: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool) -> dict:
     approx = post.approximation
     order = [s.name for s in approx.layout.sites]
     H = torch.as_tensor(post.diagnostics["hessian"]).detach().double()
     if H.ndim != 2:
         raise ValueError("prior_scale=Evidence(...) needs the full Hessian (method='laplace' with hessian='full').")
     theta = approx.loc.detach().double()
-    theta0 = torch.cat([trained[k].reshape(-1) for k in order]).double()
-    group = torch.cat([torch.full((trained[k].numel(),), i if per_latent else 0) for i, k in enumerate(order)])
-    delta0 = torch.cat([torch.full((trained[k].numel(),), scales[k] ** -2.0) for k in order]).double()
+    theta0 = torch.cat([means[k].reshape(-1) for k in order]).double()
+    group = torch.cat([torch.full((means[k].numel(),), i if per_latent else 0) for i, k in enumerate(order)])
+    delta0 = torch.cat([torch.full((means[k].numel(),), scales[k] ** -2.0) for k in order]).double()
     d2 = (theta - theta0) ** 2
     H_L = H - torch.diag(delta0)
     n_groups = int(group.max()) + 1
@@ -116,5 +117,5 @@ def _best_scales(post, trained: dict[str, torch.Tensor], scales: dict[str, float
         raise InferenceError("prior_scale=Evidence(...): the evidence has no maximum at this mode (the scales ran "
                              "off); give a fixed prior_scale.")
     best = torch.exp(-0.5 * rho.detach())
-    starts = [sum(trained[j].numel() for j in order[:i]) for i in range(len(order))]
+    starts = [sum(means[j].numel() for j in order[:i]) for i in range(len(order))]
     return {k: float(best[group[start]]) for k, start in zip(order, starts)}

@@ -213,13 +213,16 @@ def test_linearised_classification_links(float64):
         predict(net, post, x, pred_type="glm", link_approx="sigmoid")
 
 
-def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_likelihood(linear):
+@pytest.mark.parametrize("prior_mean", ["trained", "zero"])
+def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_likelihood(linear, prior_mean):
     # linear-Gaussian: Laplace's evidence is the exact marginal likelihood of y at every scale, so the tuned scale
-    # must be its maximiser (found here by a fine 1-D search on the closed form)
+    # must be its maximiser (found here by a fine 1-D search on the closed form); the prior centred at the trained
+    # weights (test-time adaptation) or at zero (a weight-decay prior, Laplace of a trained network)
     from scipy import optimize
 
     net, x, y = linear
-    b, w0 = net.bias.detach(), net.weight.detach().reshape(-1)
+    b = net.bias.detach()
+    w0 = net.weight.detach().reshape(-1) if prior_mean == "trained" else torch.zeros(3)
 
     def neg_log_ml(log_s):
         s = math.exp(log_s)
@@ -227,8 +230,13 @@ def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_like
         return -float(mvn.log_prob(y))
 
     best = optimize.minimize_scalar(neg_log_ml, bounds=(-5, 3), method="bounded", options={"xatol": 1e-10})
-    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale="evidence", seed=0)
+    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA), "laplace", prior_scale="evidence",
+                 prior_mean=prior_mean, seed=0)
     assert post.diagnostics["prior_scale"]["weight"] == pytest.approx(math.exp(best.x), rel=1e-4)
+    s = post.diagnostics["prior_scale"]["weight"]
+    cov = torch.linalg.inv(torch.eye(3) / s**2 + x.T @ x / SIGMA**2)
+    torch.testing.assert_close(post.mean()["weight"].reshape(-1), cov @ (w0 / s**2 + x.T @ (y - b) / SIGMA**2),
+                               atol=1e-7, rtol=0)
     gauss_norm = 20 * math.log(SIGMA * math.sqrt(2 * math.pi))
     assert post.log_evidence == pytest.approx(-best.fun + gauss_norm, abs=1e-7)
     path = post.diagnostics["log_evidence_path"]
@@ -241,3 +249,7 @@ def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_like
                                       prior_scale="evidence", seed=0).log_evidence - 1e-8
     with pytest.raises(ValueError, match="needs method='laplace'"):
         adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_scale="evidence")
+    with pytest.raises(ValueError, match="prior_mean must be"):
+        adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_mean="trainde")
+    with pytest.raises(ValueError, match="shared adaptation"):
+        adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_mean="zero", independent=True)
