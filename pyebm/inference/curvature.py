@@ -70,6 +70,9 @@ class DensePrecision(Structure):
         return 2 * self.ops.sum(self.ops.log(self.ops.diagonal(self.chol)), -1)
 
     def solve(self, v):
+        if self.chol.ndim == 2 and v.ndim > 1:  # one factor, many vectors: one solve with many right-hand sides
+            flat = self.ops.permute(v.reshape(-1, v.shape[-1]), (1, 0))
+            return self.ops.permute(self.ops.cho_solve(self.chol, flat), (1, 0)).reshape(v.shape)
         return self.ops.cho_solve(self.chol, v[..., None])[..., 0]
 
     def sample(self, eps):

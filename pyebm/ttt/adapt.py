@@ -142,7 +142,8 @@ def adapt(
                             "(e.g. method=pyebm.NUTS(num_samples=500)).")
 
         runner = resolve_method(method)
-        if prior_mean == "zero" and getattr(runner, "init", "absent") is None:  # start where training ended
+        if prior_mean == "zero" and getattr(runner, "init", "absent") is None and getattr(runner, "at", None) is None:
+            # start where training ended
             runner = dataclasses.replace(runner, init=dict(trained))
 
         def fit(scales: dict):

@@ -27,17 +27,18 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     (a point mass gives zero covariance)."""
     centre = {k: v.to(fn.trained[k].dtype) for k, v in posterior.mode.items()}
     names = list(centre)
+    def one(values_b, x_b):
+        out = fn(values_b, x_b.unsqueeze(0)).squeeze(0)
+        return out, jacrev(lambda v: fn(v, x_b.unsqueeze(0)).squeeze(0))(values_b)
+
     with torch.no_grad():
         if independent:
-            def one(values_b, x_b):
-                out = fn(values_b, x_b.unsqueeze(0)).squeeze(0)
-                jac = jacrev(lambda v: fn(v, x_b.unsqueeze(0)).squeeze(0))(values_b)
-                return out, jac
-
             mean, jac = vmap(one)(centre, x)  # (B, C), {name: (B, C, *shape)}
-        else:
+        elif not _couples_examples(fn.net):  # one small Jacobian per example: C backward passes each
+            mean, jac = vmap(one, in_dims=(None, 0))(centre, x)
+        else:  # batch statistics tie the examples together: the Jacobian of the whole batch's outputs
             mean = fn(centre, x)
-            jac = jacrev(lambda v: fn(v, x))(centre)  # {name: (B, C, *shape)}
+            jac = jacrev(lambda v: fn(v, x))(centre)
     B, C = mean.shape
     approx = posterior.approximation
     if approx.kind != "gaussian":
@@ -51,6 +52,11 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     else:
         sigma_jt = approx.structure.solve(J)
     return mean, torch.einsum("bcd,bkd->bck", J, sigma_jt).to(mean.dtype)
+
+
+def _couples_examples(net) -> bool:
+    """Whether one example's output depends on the others' (normalisation by the batch's own statistics)."""
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in net.modules())
 
 
 def _probit(mean: torch.Tensor, cov: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:

@@ -1,0 +1,194 @@
+"""Laplace on a trained network's last layer: pyebm against laplace-torch on the same network (the anchor).
+
+Regression: an MLP (1-50-50-1, tanh) trained on a noisy sine observed on two intervals (laplace-torch's own
+example, with a gap); classification: an MLP on scikit-learn's digits. Both libraries take the last layer's
+posterior at the trained weights (post-hoc, no re-fit) under a zero-mean prior N(0, 1/delta), full curvature. For a
+last layer the network is linear in the weights, so the exact Hessian (pyebm) and the generalised Gauss-Newton
+(laplace-torch) coincide: the precisions, the log marginal likelihoods (up to the Gaussian likelihood's constant,
+which pyebm's energy leaves out) and the GLM predictives must agree to round-off. Then each tunes the prior
+precision by its own evidence maximisation, and the test NLL / ECE / accuracy and the fit and predict times are put
+side by side.
+
+    pip install laplace-torch           # optional: only this benchmark needs it
+    python benchmarks/laplace_networks.py
+
+laplace-torch 0.3 pulls torchvision, whose PyPI wheel does not load against the CPU torch wheel; uninstalling
+torchvision leaves laplace-torch working (it does not need it here).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import pyebm
+from pyebm import ttt
+from pyebm.metrics import classification_metrics
+
+warnings.filterwarnings("ignore", category=pyebm.ConvergenceWarning)  # post-hoc at trained weights: off-mode by design
+
+
+def _timed(fn, repeats: int = 3):
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return out, sorted(times)[len(times) // 2]
+
+
+def _train(net, x, y, loss_fn, steps: int, lr: float = 1e-2):
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = loss_fn(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+def _pyebm_posterior(net, data, last, energy, delta):
+    trained = {k: v.detach() for k, v in net.named_parameters() if k in last}
+    return ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained), prior_scale=delta**-0.5, prior_mean="zero",
+                     seed=0)
+
+
+def _precision_of(post):
+    return torch.as_tensor(post.diagnostics["hessian"])
+
+
+def regression(laplace_cls) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.rand(60, 1, generator=g) * 4 - 6, torch.rand(60, 1, generator=g) * 4 + 2])
+    y = torch.sin(x[:, 0]) + 0.2 * torch.randn(120, generator=g)
+    xt = torch.rand(500, 1, generator=g) * 12 - 6
+    yt = torch.sin(xt[:, 0]) + 0.2 * torch.randn(500, generator=g)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(1, 50), torch.nn.Tanh(), torch.nn.Linear(50, 50), torch.nn.Tanh(),
+                              torch.nn.Linear(50, 1))
+    _train(net, x, y[:, None], torch.nn.functional.mse_loss, 3000)
+    last, noise, delta = ["4.weight", "4.bias"], 0.2, 1.0
+
+    def fit_la():
+        la = laplace_cls(net, "regression", subset_of_weights="last_layer", hessian_structure="full",
+                         sigma_noise=noise, prior_precision=delta)
+        la.fit(DataLoader(TensorDataset(x, y[:, None]), batch_size=120))
+        return la
+
+    la, t_la = _timed(fit_la)
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("squared", noise), delta))
+    P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
+    constant = 0.5 * len(y) * math.log(2 * math.pi * noise**2)  # the likelihood's normaliser, not in the energy
+    lml_la = float(la.log_marginal_likelihood())
+    lml_pe = post.log_evidence - constant
+    (mu_la, var_la), tp_la = _timed(lambda: la(xt, pred_type="glm"))
+    (mu_pe, var_pe), tp_pe = _timed(lambda: ttt.predict(net, post, xt, likelihood="regression", pred_type="glm"))
+    print("\n# regression: last layer (51 weights), full curvature, prior precision 1, at the trained weights")
+    print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
+    print(f"log marginal likelihood             laplace-torch {lml_la:.6f}   pyebm {lml_pe:.6f}   "
+          f"diff {abs(lml_la - lml_pe):.1e}")
+    print(f"GLM predictive mean max |diff|      {float((mu_la[:, 0] - mu_pe[:, 0]).abs().max()):.1e}")
+    print(f"GLM predictive var max rel diff     "
+          f"{float(((var_la[:, 0, 0] - var_pe[:, 0]) / var_la[:, 0, 0]).abs().max()):.1e}")
+    print(f"fit s (median of 3)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
+    print(f"predict s, 500 points               laplace-torch {tp_la:.4f}   pyebm {tp_pe:.4f}   "
+          f"ratio {tp_pe / tp_la:.2f}")
+
+    def tuned_la():
+        la = fit_la()
+        la.optimize_prior_precision(method="marglik", n_steps=300, lr=0.1)
+        return la
+
+    la_t, tt_la = _timed(tuned_la, 1)
+    post_t, tt_pe = _timed(lambda: ttt.adapt(
+        net, (x, y), last, ttt.supervised("squared", noise),
+        pyebm.Laplace(at={k: v.detach() for k, v in net.named_parameters() if k in last}), prior_scale="evidence",
+        prior_mean="zero", seed=0), 1)
+    d_la = float(la_t.prior_precision.reshape(-1)[0])
+    d_pe = post_t.diagnostics["prior_scale"]["4.weight"] ** -2
+
+    def nll(mu, var):
+        return float(-torch.distributions.Normal(mu, (var + noise**2).sqrt()).log_prob(yt).mean())
+
+    mu_a, var_a = la_t(xt, pred_type="glm")
+    mu_b, var_b = ttt.predict(net, post_t, xt, likelihood="regression", pred_type="glm")
+    print(f"evidence-tuned prior precision      laplace-torch {d_la:.4f} ({tt_la:.2f} s)   pyebm {d_pe:.4f} "
+          f"({tt_pe:.2f} s)")
+    print(f"test NLL (500 points, gap included) laplace-torch {nll(mu_a[:, 0], var_a[:, 0, 0]):.4f}   pyebm "
+          f"{nll(mu_b[:, 0], var_b[:, 0]):.4f}   MAP plug-in "
+          f"{nll(net(xt)[:, 0].detach(), torch.zeros(500)):.4f}")
+
+
+def classification(laplace_cls) -> None:
+    from pyebm.examples import digits
+
+    (x, y), _, (xt, yt) = digits.load(0)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 10))
+    _train(net, x, y, torch.nn.functional.cross_entropy, 1000)
+    last, delta = ["3.weight", "3.bias"], 1.0
+
+    def fit_la():
+        la = laplace_cls(net, "classification", subset_of_weights="last_layer", hessian_structure="full",
+                         prior_precision=delta)
+        la.fit(DataLoader(TensorDataset(x, y), batch_size=1000))
+        return la
+
+    la, t_la = _timed(fit_la)
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("cross_entropy"), delta))
+    P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
+    # laplace-torch orders the last layer's weights then its bias, as pyebm does; both flatten row-major
+    probs_la, tp_la = _timed(lambda: la(xt, pred_type="glm", link_approx="probit"))
+    probs_pe, tp_pe = _timed(lambda: ttt.predict(net, post, xt, pred_type="glm", link_approx="probit"))
+    print("\n# classification: digits, last layer (650 weights), full curvature, prior precision 1, trained weights")
+    print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
+    print(f"log marginal likelihood             laplace-torch {float(la.log_marginal_likelihood()):.4f}   pyebm "
+          f"{post.log_evidence:.4f}")
+    print(f"probit predictive max |diff|        {float((probs_la - probs_pe).abs().max()):.1e}")
+    print(f"fit s (median of 3)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
+    print(f"predict s, 497 digits               laplace-torch {tp_la:.4f}   pyebm {tp_pe:.4f}   "
+          f"ratio {tp_pe / tp_la:.2f}")
+    def tuned_la():
+        la = fit_la()
+        la.optimize_prior_precision(method="marglik", n_steps=300, lr=0.1)
+        return la
+
+    la_t, tt_la = _timed(tuned_la, 1)
+    trained = {k: v.detach() for k, v in net.named_parameters() if k in last}
+    post_t, tt_pe = _timed(lambda: ttt.adapt(net, (x, y), last, ttt.supervised("cross_entropy"),
+                                             pyebm.Laplace(at=trained), prior_scale="evidence", prior_mean="zero",
+                                             seed=0), 1)
+    print(f"evidence-tuned prior precision      laplace-torch {float(la_t.prior_precision.reshape(-1)[0]):.4f} "
+          f"({tt_la:.2f} s)   pyebm {post_t.diagnostics['prior_scale']['3.weight'] ** -2:.4f} ({tt_pe:.2f} s)")
+    with torch.no_grad():
+        plug = torch.softmax(net(xt), -1)
+    rows = [("MAP plug-in", plug), ("laplace-torch GLM probit", probs_la), ("pyebm GLM probit", probs_pe),
+            ("laplace-torch, tuned prior", la_t(xt, pred_type="glm", link_approx="probit")),
+            ("pyebm, tuned prior", ttt.predict(net, post_t, xt, pred_type="glm", link_approx="probit"))]
+    for name, p in rows:
+        m = classification_metrics(p, yt)
+        print(f"{name:28s} acc {m['acc']:6.2f}%   NLL {m['nll']:.4f}   ECE {m['ece']:5.2f}%")
+
+
+def main() -> None:
+    try:
+        import laplace
+        from laplace import Laplace
+    except ImportError as err:
+        sys.exit(f"this benchmark needs laplace-torch (pip install laplace-torch): {err}")
+    torch.set_default_dtype(torch.float64)
+    print(f"# pyebm {pyebm.__version__}, laplace-torch {getattr(laplace, '__version__', '0.3')}, torch "
+          f"{torch.__version__}, python {sys.version.split()[0]}, {platform.platform()}, {os.cpu_count()} cpus")
+    regression(Laplace)
+    classification(Laplace)
+
+
+if __name__ == "__main__":
+    main()
