@@ -232,3 +232,15 @@ def test_the_direct_potential_equals_the_traced_one(float64):
         torch.testing.assert_close(fd, ft)
         torch.testing.assert_close(gd, gt)
     assert direct.batched and not traced.batched
+
+
+def test_dense_precision_solves_many_vectors_as_one_matrix_solve(float64):
+    from pyebm.inference.curvature import DensePrecision, factor
+    from pyebm.ops import TORCH
+
+    a = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    H = a @ a.T + 5 * torch.eye(5)
+    structure = DensePrecision(H, factor(H[None], TORCH)[0][0], TORCH)
+    v = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(structure.solve(v), torch.linalg.solve(H, v[..., None])[..., 0])
+    torch.testing.assert_close(structure.solve(v[0, 0]), torch.linalg.solve(H, v[0, 0]))

@@ -253,3 +253,14 @@ def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_like
         adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_mean="trainde")
     with pytest.raises(ValueError, match="shared adaptation"):
         adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_mean="zero", independent=True)
+
+
+def test_post_hoc_laplace_of_a_trained_layer_under_a_zero_mean_prior(linear):
+    # at= the weights as given, no optimisation; the precision is the exact XᵀX/σ² + I/s² wherever it is taken
+    net, x, y = linear
+    trained = {"weight": net.weight.detach()}
+    post = adapt(net, (x, y), "weight", supervised("squared", SIGMA), pyebm.Laplace(at=trained), prior_scale=S,
+                 prior_mean="zero", seed=0)
+    torch.testing.assert_close(post.mode["weight"], trained["weight"], atol=0, rtol=0)
+    precision = x.T @ x / SIGMA**2 + torch.eye(3) / S**2
+    torch.testing.assert_close(torch.as_tensor(post.diagnostics["hessian"]), precision, atol=1e-10, rtol=1e-10)
