@@ -2,6 +2,7 @@
 mode: a broken link, a missing page or a docstring mkdocstrings cannot parse fails it). Needs the `docs` extra."""
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -24,3 +25,13 @@ def test_the_docs_site_builds_without_warnings(tmp_path):
         assert f'id="pyebm.{name}"' in api, name
     for nb in sorted((ROOT / "tutorials").glob("*.ipynb")):
         assert (tmp_path / "site" / "tutorials" / nb.stem / "index.html").exists(), nb.name
+
+
+def test_no_source_file_carries_a_control_character():
+    # a backslash lost in a non-raw string turns LaTeX into control characters (\t of \tfrac, \v of \varphi, \b of
+    # \beta), which render as garbage in the API pages
+    bad = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]|\t")
+    files = [p for d in ("pyebm", "tests", "benchmarks", "tutorials") for p in (ROOT / d).rglob("*.py")]
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in files
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+    assert files and not offenders, offenders

@@ -290,18 +290,17 @@ class DoubleWell(ReferenceEnergy):
 
 
 class PhiFour(ReferenceEnergy):
-    r"""The :math:`arphi^4` field on a periodic chain of :math:`n` sites,
+    r"""The :math:`\varphi^4` field on a periodic chain of :math:`n` sites,
 
-    .. math:: E(arphi) = \sum_{i=1}^{n} \Bigl[	frac\kappa2(arphi_i - arphi_{i+1})^2 + 	frac{m^2}{2}arphi_i^2
-              + \lambda(arphi_i^2 - 1)^2\Bigr], \qquad arphi_{n+1} = arphi_1 .
+    .. math:: E(\varphi) = \sum_{i=1}^{n} \Bigl[\tfrac\kappa2(\varphi_i - \varphi_{i+1})^2 + \tfrac{m^2}{2}\varphi_i^2
+              + \lambda(\varphi_i^2 - 1)^2\Bigr], \qquad \varphi_{n+1} = \varphi_1 .
 
-    With a strong coupling :math:`\kappa` the field orders: almost all mass sits near :math:`arphi pprox +1` or
-    :math:`arphi pprox -1` on every site, two modes of equal weight separated by a barrier that single MCMC
-    chains rarely cross. Exact by the transfer matrix: :math:`Z(eta) = \operatorname{Tr} T^n` with the symmetric
-    kernel :math:`T(a, b) = e^{-eta[rac\kappa2(a-b)^2 + rac12 V(a) + rac12 V(b)]}`, :math:`V` the on-site terms,
+    With a strong coupling :math:`\kappa` the field orders: almost all mass sits near :math:`\varphi \approx +1` or
+    :math:`\varphi \approx -1` on every site, two modes of equal weight separated by a barrier that single MCMC
+    chains rarely cross. Exact by the transfer matrix: :math:`Z(\beta) = \operatorname{Tr} T^n` with the symmetric
+    kernel :math:`T(a, b) = e^{-\beta[\frac\kappa2(a-b)^2 + \frac12 V(a) + \frac12 V(b)]}`, :math:`V` the on-site terms,
     discretised on a fine grid (spectral accuracy for this smooth kernel); the covariance
-    :math:`\langlearphi_iarphi_j
-angle` from the same eigendecomposition; the mean is zero by symmetry.
+    :math:`\langle\varphi_i\varphi_j\rangle` from the same eigendecomposition; the mean is zero by symmetry.
     """
 
     grid_points = 1201

@@ -90,7 +90,7 @@ class Laplace(MAP):
 
 def _stationarity(structure, grad, energy: float) -> dict:
     r"""How far a given point is from the mode, in posterior standard deviations: the Newton decrement
-    :math:`\sqrt{g^	op H^{-1} g}` (the curvature's own structure), with a warning above :data:`AT_TOLERANCE`. The
+    :math:`\sqrt{g^\top H^{-1} g}` (the curvature's own structure), with a warning above :data:`AT_TOLERANCE`. The
     evidence of a Gaussian fitted off the mode is low by about half its square (nats)."""
     ops = structure.ops
     distance = float(np.sqrt(max(float(to_numpy(ops.sum(grad * structure.solve(grad), -1))), 0.0)))
