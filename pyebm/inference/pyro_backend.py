@@ -147,7 +147,14 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
 
     one_point = (f"the model has enumerated discrete sites {enumerated}" if enumerated
                  else _traced_one_point(model, args, kwargs, sites))
-    many_points = _enumerated_many_points(model, args, kwargs, sites, probe) if enumerated else None
+    many_points = None
+    if enumerated:
+        neg_log_joint = _enumerated_neg_log_joint(model, args, kwargs, sites, probe)
+
+        def many_points(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+            energy = neg_log_joint(u)
+            return energy - potential.log_abs_det_jacobian(u) if jacobian else energy
+
     potential = Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn, one_point=one_point,
                           many_points=many_points)
     return potential.restricted(_unmasked(sites, proto))
@@ -172,11 +179,12 @@ def _traced_one_point(model, args, kwargs, sites: list[Site]) -> Callable:
     return one_point
 
 
-def _enumerated_many_points(model, args, kwargs, sites: list[Site], probe) -> Callable:
-    r"""The potential of many points in one call for a model whose discrete sites are enumerated: the model runs once
-    under an outermost plate over the points, its continuous sites conditioned on every point's values, the discrete
-    ones enumerated to the left of all plates, and the log joint is contracted over the enumerated dimensions only,
-    keeping the points' plate (Pyro's einsum contraction, as its own potential does for one point)."""
+def _enumerated_neg_log_joint(model, args, kwargs, sites: list[Site], probe) -> Callable:
+    r"""``-log p(x, T(u))`` of many points ``u (B, D)`` in one call (no Jacobian) for a model whose discrete sites are
+    enumerated: the model runs once under an outermost plate over the points, its continuous sites conditioned on
+    every point's values, the discrete ones enumerated to the left of all plates, and the log joint is contracted over
+    the enumerated dimensions only, keeping the points' plate (Pyro's einsum contraction, as its own potential does
+    for one point)."""
     from pyro.infer import config_enumerate
     from pyro.ops.contract import contract_to_tensor
 
@@ -185,16 +193,14 @@ def _enumerated_many_points(model, args, kwargs, sites: list[Site], probe) -> Ca
     event = {s.name: len(s.shape) - len(probe.nodes[s.name]["fn"].batch_shape) for s in sites}
     points = "_pyebm_points"
 
-    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+    def neg_log_joint(u: torch.Tensor) -> torch.Tensor:
         if u.shape[0] == 1:  # a plate of size 1 is packed away: evaluate the point twice
-            return evaluate(u.expand(2, -1), jacobian)[:1]
+            return neg_log_joint(u.expand(2, -1))[:1]
         B = u.shape[0]
-        unconstrained = dict(zip([s.name for s in sites], _unpack(sites, u)))
-        values = {}
-        for s in sites:  # (B, *batch, *event) -> (B, 1, ..., 1, *batch, *event): the points' plate at -(nesting + 1)
+        values = {}  # each site (B, *batch, *event) -> (B, 1, ..., 1, *batch, *event): the points' plate at -1 - nesting
+        for s, v in zip(sites, _unpack(sites, u)):
             batch = len(s.shape) - event[s.name]
-            v = s.transform(unconstrained[s.name])
-            values[s.name] = v.reshape((B,) + (1,) * (nesting - batch) + tuple(s.shape))
+            values[s.name] = s.transform(v).reshape((B,) + (1,) * (nesting - batch) + tuple(s.shape))
         enum_model = poutine.enum(config_enumerate(poutine.condition(model, values)), first_available_dim=-2 - nesting)
         with pyro.validation_enabled(False), poutine.block(), pyro.plate(points, B, dim=-1 - nesting):
             trace = poutine.trace(enum_model).get_trace(*args, **kwargs)
@@ -207,16 +213,9 @@ def _enumerated_many_points(model, args, kwargs, sites: list[Site], probe) -> Ca
                 factors.setdefault(ordinal, []).append(node["packed"]["log_prob"])
         enum_dims = set(trace.symbol_to_dim) - set(trace.plate_to_symbol.values())
         target = frozenset({trace.plate_to_symbol[points]})
-        log_joint = contract_to_tensor(factors, enum_dims, target_ordinal=target)
-        energy = -log_joint.expand(B) if log_joint.dim() == 1 else -log_joint.reshape(()).expand(B)
-        if jacobian:
-            for s in sites:
-                if not s.on_reals:
-                    ladj = s.transform.log_abs_det_jacobian(unconstrained[s.name], s.transform(unconstrained[s.name]))
-                    energy = energy - ladj.reshape(B, -1).sum(1)
-        return energy
+        return -contract_to_tensor(factors, enum_dims, target_ordinal=target).reshape(-1).expand(B)
 
-    return evaluate
+    return neg_log_joint
 
 
 def _unmasked(sites: list[Site], trace) -> np.ndarray:

@@ -91,8 +91,8 @@ def _best_scales(post, means: dict[str, torch.Tensor], scales: dict[str, float],
     delta0 = torch.cat([torch.full((means[k].numel(),), scales[k] ** -2.0) for k in order]).double()
     d2 = (theta - theta0) ** 2
     H_L = H - torch.diag(delta0)
-    n_groups = int(group.max()) + 1
-    rho = torch.log(torch.stack([delta0[group == g][0] for g in range(n_groups)])).clone().requires_grad_(True)
+    first = order if per_latent else order[:1]  # one log precision per group, started at its current value
+    rho = torch.tensor([-2 * math.log(scales[k]) for k in first], dtype=H.dtype, requires_grad=True)
 
     def negative_evidence() -> torch.Tensor:
         delta = torch.exp(rho)[group]
@@ -117,5 +117,4 @@ def _best_scales(post, means: dict[str, torch.Tensor], scales: dict[str, float],
         raise InferenceError("prior_scale=Evidence(...): the evidence has no maximum at this mode (the scales ran "
                              "off); give a fixed prior_scale.")
     best = torch.exp(-0.5 * rho.detach())
-    starts = [sum(means[j].numel() for j in order[:i]) for i in range(len(order))]
-    return {k: float(best[group[start]]) for k, start in zip(order, starts)}
+    return {k: float(best[i if per_latent else 0]) for i, k in enumerate(order)}

@@ -27,6 +27,7 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     (a point mass gives zero covariance)."""
     centre = {k: v.to(fn.trained[k].dtype) for k, v in posterior.mode.items()}
     names = list(centre)
+
     def one(values_b, x_b):
         out = fn(values_b, x_b.unsqueeze(0)).squeeze(0)
         return out, jacrev(lambda v: fn(v, x_b.unsqueeze(0)).squeeze(0))(values_b)
@@ -42,7 +43,7 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     B, C = mean.shape
     approx = posterior.approximation
     if approx.kind != "gaussian":
-        return mean, torch.zeros(B, C, C, dtype=mean.dtype)
+        return mean, mean.new_zeros(B, C, C)
     order = [s.name for s in approx.layout.sites]
     if sorted(order) != sorted(names) or getattr(approx.layout, "index", None) is not None:
         raise ValueError("the linearised predictive needs a Gaussian over exactly the adapted weights.")
@@ -76,7 +77,8 @@ def _bridge(mean: torch.Tensor, cov: torch.Tensor, num_samples: int, seed: int) 
 
 def _monte_carlo(mean: torch.Tensor, cov: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
     C = mean.shape[-1]
-    jitter = 1e-10 * torch.eye(C, dtype=cov.dtype) * (1 + torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1)[:, None, None])
+    jitter = 1e-10 * torch.eye(C, dtype=cov.dtype, device=cov.device) * (
+        1 + torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1)[:, None, None])
     L = torch.linalg.cholesky(cov + jitter)
     g = torch.Generator(device=mean.device).manual_seed(int(seed))
     eps = torch.randn((num_samples,) + tuple(mean.shape), generator=g, dtype=mean.dtype, device=mean.device)
