@@ -36,6 +36,7 @@ from pyro.infer import MCMC, NUTS
 import pyebm
 import pyebm.numpyro as pn
 from pyebm.diagnostics import ess_bulk
+from pyebm.examples import gp_pois_regr as gp
 
 warnings.filterwarnings("ignore")
 Y = np.array([28.0, 8.0, -3.0, 7.0, -1.0, 1.0, 18.0, 12.0])
@@ -264,17 +265,7 @@ def many_chains(args):
 
 
 # --- posteriordb's gp_pois_regr ---------------------------------------------------------------------------------
-GP_X = np.arange(-10.0, 11.0, 2.0)
-GP_K = np.array([40, 37, 29, 12, 4, 3, 9, 19, 77, 82, 33], dtype=float)
-
-
-def gp_pyro(x, k):
-    rho = pyro.sample("rho", dist.Gamma(25.0, 4.0))
-    alpha = pyro.sample("alpha", dist.HalfNormal(2.0))
-    f_tilde = pyro.sample("f_tilde", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1))
-    d = x[:, None] - x[None, :]
-    cov = alpha**2 * torch.exp(-0.5 * d**2 / rho**2) + 1e-10 * torch.eye(x.shape[0], dtype=x.dtype)
-    pyro.sample("k", dist.Poisson(torch.exp(torch.linalg.cholesky(cov) @ f_tilde)).to_event(1), obs=k)
+GP_X, GP_K = np.array(gp.X), np.array(gp.K)
 
 
 def gp_numpyro(x, k):
@@ -311,7 +302,7 @@ def gp_pois_regr(args):
     rows = {}
     with torch.random.fork_rng():
         pyro.set_rng_seed(0)
-        mcmc = MCMC(NUTS(gp_pyro), num_samples=short, warmup_steps=short, disable_progbar=True)
+        mcmc = MCMC(NUTS(gp.model), num_samples=short, warmup_steps=short, disable_progbar=True)
         t = time.perf_counter()
         mcmc.run(x, k)
         s = time.perf_counter() - t
@@ -322,11 +313,11 @@ def gp_pois_regr(args):
     mcmc.run(jax.random.PRNGKey(0), xj, kj)
     samples = jax.block_until_ready(mcmc.get_samples(group_by_chain=True))
     rows["NumPyro NUTS, 4 chains"] = (time.perf_counter() - t, _gp_min_ess(samples))
-    post = pyebm.infer(gp_pyro, x, k, method=pyebm.NUTS(num_samples=short, warmup_steps=short, num_chains=1),
+    post = pyebm.infer(gp.model, x, k, method=pyebm.NUTS(num_samples=short, warmup_steps=short, num_chains=1),
                        seed=0, progress=False)
     rows["pyebm NUTS, 1 chain (short)"] = (post.wall_time, _gp_min_ess(post.approximation.draws))
     for chains in (16, 64):
-        post = pyebm.infer(gp_pyro, x, k, method=pyebm.ChEES(num_samples=args.draws, warmup_steps=args.warmup,
+        post = pyebm.infer(gp.model, x, k, method=pyebm.ChEES(num_samples=args.draws, warmup_steps=args.warmup,
                                                              num_chains=chains), seed=0, progress=False)
         rows[f"pyebm ChEES, {chains} chains"] = (post.wall_time, _gp_min_ess(post.approximation.draws))
     anchor = rows["NumPyro NUTS, 4 chains"]

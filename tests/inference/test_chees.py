@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import pyebm
+from pyebm.examples import gp_pois_regr
 from pyebm.inference.chees import _restart_stuck, halton, mass_windows
 
 from conftest import assert_within_mc_error
@@ -156,24 +157,12 @@ def test_a_chain_that_never_moves_restarts_at_a_moving_one():
     assert _restart_stuck(x, energy, g, torch.zeros(4, dtype=torch.bool), torch.Generator()) == 0
 
 
-def poisson_gp(x, k):
-    """posteriordb's gp_pois_regr: a latent GP under a Poisson likelihood with a log link."""
-    rho = pyro.sample("rho", dist.Gamma(25.0, 4.0))
-    alpha = pyro.sample("alpha", dist.HalfNormal(2.0))
-    f_tilde = pyro.sample("f_tilde", dist.Normal(0.0, 1.0).expand([x.shape[0]]).to_event(1))
-    d = x[:, None] - x[None, :]
-    cov = alpha**2 * torch.exp(-0.5 * d**2 / rho**2) + 1e-10 * torch.eye(x.shape[0], dtype=x.dtype)
-    f = torch.linalg.cholesky(cov) @ f_tilde
-    pyro.sample("k", dist.Poisson(f.exp()).to_event(1), obs=k)
-
-
 @pytest.mark.slow
 def test_chees_gets_every_chain_out_of_a_start_a_million_nats_up(float64):
     # uniform starts put a chain of this model at energy 1.2e6 (rate exp(14)), where one shared step size rejects
     # every proposal; restarting it at a moving chain in the first half of warm-up leaves every chain sampling
-    x = torch.arange(-10.0, 11.0, 2.0)
-    k = torch.tensor([40, 37, 29, 12, 4, 3, 9, 19, 77, 82, 33.0])
-    post = pyebm.infer(poisson_gp, x, k, method=pyebm.ChEES(num_samples=200, warmup_steps=200, num_chains=16),
+    x, k = torch.tensor(gp_pois_regr.X), torch.tensor(gp_pois_regr.K)
+    post = pyebm.infer(gp_pois_regr.model, x, k, method=pyebm.ChEES(num_samples=200, warmup_steps=200, num_chains=16),
                        seed=0, progress=False)
     assert post.diagnostics["num_restarted_chains"] >= 1
     assert max(post.diagnostics["r_hat"].values()) < 1.05
