@@ -127,40 +127,37 @@ def check_energy(
     return value
 
 
-def _rank_normalize(x: np.ndarray) -> np.ndarray:
-    """Rank-normalise draws (chain, draw, k) jointly over chains and draws, per column (Vehtari et al. 2021)."""
+def _normal_scores(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised draws (Vehtari et al. 2021) along each row of ``cols`` (k, n): the normal quantile
+    :math:`\Phi^{-1}((r - 3/8) / (n + 1/4))` of each draw's rank :math:`r`, ties sharing their average rank (rejected
+    MCMC proposals repeat a draw exactly); and the sorted rows. One sort per row; the quantiles of the 2n - 1
+    possible (half-integer) ranks are tabulated, so the normal quantile is never evaluated per draw."""
     from scipy.special import ndtri
 
-    flat = x.reshape(-1, x.shape[-1])
-    return ndtri((_average_ranks(flat) - 0.375) / (flat.shape[0] + 0.25)).reshape(x.shape)
-
-
-def _average_ranks(flat: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) down each column of ``flat`` (n, k), ties sharing their average rank (rejected MCMC proposals
-    repeat a draw exactly). Sorts contiguous rows of the transpose and touches only the tied entries: a few times
-    faster than ``scipy.stats.rankdata(axis=0)`` on many draws."""
-    cols = np.ascontiguousarray(flat.T)
     k, n = cols.shape
     order = np.argsort(cols, axis=1)
     ordered = np.take_along_axis(cols, order, axis=1)
-    ranks = np.broadcast_to(np.arange(1.0, n + 1), (k, n)).copy()
-    tie = np.zeros((k, n + 1), dtype=np.int8)
-    tie[:, 1:n] = ordered[:, 1:] == ordered[:, :-1]
-    edges = np.diff(tie, axis=1)  # +1 at the first member of a run of equal values, -1 at its last
-    first, last = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)  # flat indices, row * n + position
-    if first.size:
-        lengths = last - first + 1
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        ranks.reshape(-1)[np.repeat(first, lengths) + offsets] = np.repeat((first + last) / 2.0 - (first // n) * n + 1.0,
-                                                                           lengths)
+    new = np.empty((k, n), dtype=bool)  # the first of a run of equal values; runs never cross rows
+    new[:, 0] = True
+    np.not_equal(ordered[:, 1:], ordered[:, :-1], out=new[:, 1:])
+    new = new.reshape(-1)
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], k * n) - 1
+    table = ndtri((np.arange(2 * n - 1) / 2.0 + 0.625) / (n + 0.25))  # rank r = (first + last) / 2 + 1, 0-based
+    per_run = table[first % n + last % n]
     out = np.empty_like(cols)
-    np.put_along_axis(out, order, ranks, axis=1)
-    return out.T
+    np.put_along_axis(out, order, per_run[np.cumsum(new) - 1].reshape(k, n), axis=1)
+    return out, ordered
 
 
 def _split(x: np.ndarray) -> np.ndarray:
-    half = x.shape[1] // 2
-    return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
+    """Each chain of (chain, draw, k) as two: its first and last halves (the middle draw of an odd number dropped);
+    a view, without a copy, for an even number of draws."""
+    chains, n = x.shape[:2]
+    half = n // 2
+    if n % 2 == 0:
+        return x.reshape((2 * chains, half) + x.shape[2:])
+    return np.concatenate([x[:, :half], x[:, n - half :]], axis=1).reshape((2 * chains, half) + x.shape[2:])
 
 
 def _autocovariance(x: np.ndarray) -> np.ndarray:
@@ -241,18 +238,51 @@ def split_rhat(x) -> np.ndarray | float:
 
 def rhat_and_ess(x) -> tuple[np.ndarray, np.ndarray]:
     """:func:`split_rhat` and :func:`ess_bulk` per column of (chain, draw, k) at once, sharing the rank
-    normalisation (the costly part with many draws)."""
+    normalisation (the costly part with many draws). Many draws are split by columns over the CPU's cores (the
+    sorts and FFTs release the GIL)."""
     cols = _as_columns(x)
     rhat, ess = np.full(cols.shape[-1], np.nan), np.full(cols.shape[-1], np.nan)
     ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
     if ok.any():
         c = cols[..., ok]
-        z = _split(_rank_normalize(c))
-        folded = np.abs(c - np.median(c.reshape(-1, c.shape[-1]), axis=0))
-        rhat[ok] = np.maximum(_rhat(z), _rhat(_split(_rank_normalize(folded))))
-        acov, means = _autocovariance(z), z.mean(axis=1)
-        ess[ok] = [_ess(acov[..., j], means[:, j], z.shape[1]) for j in range(z.shape[-1])]
+        workers = min(_cores(), c.shape[-1], max(1, c.size // PARALLEL_SIZE))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            parts = np.array_split(np.arange(c.shape[-1]), workers)
+            with ThreadPoolExecutor(workers) as pool:
+                done = list(pool.map(lambda j: _rhat_and_ess(c[..., j]), parts))
+            rhat[ok], ess[ok] = np.concatenate([d[0] for d in done]), np.concatenate([d[1] for d in done])
+        else:
+            rhat[ok], ess[ok] = _rhat_and_ess(c)
     return rhat, ess
+
+
+#: draws (chain x draw x column) above which :func:`rhat_and_ess` splits its columns over threads
+PARALLEL_SIZE = 500_000
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _rhat_and_ess(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rank-normalised split-R-hat (bulk and folded) and bulk-ESS of (chain, draw, k) columns that are not
+    constant."""
+    chains, draws, k = c.shape
+    rows = np.ascontiguousarray(c.reshape(-1, k).T)
+    scores, ordered = _normal_scores(rows)
+    half = ordered.shape[1] // 2
+    median = ordered[:, half] if ordered.shape[1] % 2 else 0.5 * (ordered[:, half - 1] + ordered[:, half])
+    folded, _ = _normal_scores(np.abs(rows - median[:, None]))
+
+    def columns(r: np.ndarray) -> np.ndarray:
+        return _split(r.T.reshape(chains, draws, k))
+
+    z = columns(scores)
+    rhat = np.maximum(_rhat(z), _rhat(columns(folded)))
+    acov, means = _autocovariance(z), z.mean(axis=1)
+    return rhat, np.array([_ess(acov[..., j], means[:, j], z.shape[1]) for j in range(k)])
 
 
 def _per_column(x, fn) -> np.ndarray | float:

@@ -44,13 +44,34 @@ def test_check_beta_zero_and_inf_where_meaningless():
         check_beta("hot")
 
 
-def test_average_ranks_match_scipy_with_ties():
+def test_normal_scores_match_scipy_ranks_with_ties():
+    from scipy.special import ndtri
     from scipy.stats import rankdata
 
-    from pyebm.diagnostics import _average_ranks
+    from pyebm.diagnostics import _normal_scores
 
     g = np.random.default_rng(0)
     x = g.normal(size=(500, 3))
     x[10:20] = x[9]  # a run of rejected proposals: every column tied
     x[:, 2] = g.integers(0, 4, size=500)  # heavy ties
-    np.testing.assert_array_equal(_average_ranks(x), rankdata(x, axis=0, method="average"))
+    expected = ndtri((rankdata(x, axis=0, method="average") - 0.375) / 500.25)
+    scores, ordered = _normal_scores(np.ascontiguousarray(x.T))
+    np.testing.assert_allclose(scores.T, expected, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(ordered, np.sort(x.T, axis=1))
+
+
+def test_rhat_and_ess_split_over_threads_equal_arviz(monkeypatch):
+    """The column-parallel path (many draws) gives ArviZ's numbers column by column, ties from rejections included."""
+    import arviz as az
+
+    from pyebm import diagnostics
+
+    g = np.random.default_rng(1)
+    x = g.normal(size=(4, 200, 5)).cumsum(1)  # autocorrelated chains
+    x[:, 50:60] = x[:, 49:50]  # rejections: ties
+    monkeypatch.setattr(diagnostics, "PARALLEL_SIZE", 100)
+    monkeypatch.setattr(diagnostics, "_cores", lambda: 2)
+    rhat, ess = diagnostics.rhat_and_ess(x)
+    for j in range(5):
+        assert ess[j] == pytest.approx(float(az.ess(x[..., j], method="bulk")), rel=1e-6)
+        assert rhat[j] == pytest.approx(float(az.rhat(x[..., j], method="rank")), rel=1e-6)
