@@ -10,6 +10,7 @@ the posterior predictive, pointwise log-likelihoods and observed data.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import cached_property
@@ -268,6 +269,22 @@ def _nonfinite_sites(model, args, kwargs, strategy) -> str:
     return "; ".join(bad) if bad else "no single site is non-finite (their sum overflows)"
 
 
+def _unchecked(d: torch.distributions.Distribution) -> torch.distributions.Distribution:
+    """A copy of ``d`` that skips the support check of its values: the potential's transforms put every value in the
+    support, and the check (a data-dependent branch per call) costs as much as a small model's arithmetic and stops
+    ``torch.compile`` from capturing one graph."""
+    try:
+        d = copy.deepcopy(d)
+    except Exception:  # noqa: BLE001 - a distribution holding something that cannot be copied keeps its check
+        return d
+    stack = [d]
+    while stack:
+        part = stack.pop()
+        part._validate_args = False
+        stack.extend(v for v in vars(part).values() if isinstance(v, torch.distributions.Distribution))
+    return d
+
+
 def energy_potential(direct, kwargs: dict, init) -> Potential:
     """The potential of an energy model from its closed form (:class:`pyebm.energy.DirectEnergy`): one energy call
     for a whole batch of points where the energy accepts a batch, no Pyro trace."""
@@ -293,6 +310,7 @@ def energy_potential(direct, kwargs: dict, init) -> Potential:
             raise ValueError(f"init names {unknown}, which are not latent sites of the model ({list(direct.prior)}).")
     u0 = torch.cat(values)
     batched = _accepts_batches(direct, sites, u0, kwargs)
+    priors = {name: _unchecked(d) for name, d in direct.prior.items() if name not in direct.flat}
 
     def terms(us: dict, batch: tuple, jacobian: bool) -> torch.Tensor:
         """The potential at unconstrained site values ``us`` with leading ``batch`` dimensions (one point: ())."""
@@ -301,8 +319,8 @@ def energy_potential(direct, kwargs: dict, init) -> Potential:
         check_energy(e, name="energy", expected_shape=batch, finite=False)
         total = e
         for s in sites:
-            if s.name not in direct.flat:
-                total = total - direct.prior[s.name].log_prob(x[s.name])
+            if s.name in priors:
+                total = total - priors[s.name].log_prob(x[s.name])
             if jacobian and not s.on_reals:
                 ladj = s.transform.log_abs_det_jacobian(us[s.name], x[s.name])
                 total = total - ladj.reshape(batch + (-1,)).sum(-1)
