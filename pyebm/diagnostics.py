@@ -128,7 +128,7 @@ def check_energy(
 
 
 def _normal_scores(cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rank-normalised draws (Vehtari et al. 2021) along each row of ``cols`` (k, n): the normal quantile
+    r"""Rank-normalised draws (Vehtari et al. 2021) along each row of ``cols`` (k, n): the normal quantile
     :math:`\Phi^{-1}((r - 3/8) / (n + 1/4))` of each draw's rank :math:`r`, ties sharing their average rank (rejected
     MCMC proposals repeat a draw exactly); and the sorted rows. One sort per row; the quantiles of the 2n - 1
     possible (half-integer) ranks are tabulated, so the normal quantile is never evaluated per draw."""

@@ -26,6 +26,9 @@ from .result import Posterior
 
 __all__ = ["Laplace"]
 
+#: the curvatures Laplace takes: the providers' structures, and the generalised Gauss-Newton (dense)
+HESSIANS = (*PROVIDERS, "ggn")
+
 #: posterior sds from stationary above which a post-hoc point (``at=``) warns
 AT_TOLERANCE = 0.1
 
@@ -35,8 +38,12 @@ AT_TOLERANCE = 0.1
 class Laplace(MAP):
     r"""Laplace approximation: MAP plus the curvature at the minimum.
 
-    Takes the MAP settings, plus ``hessian``: ``"full"`` (exact, default) or ``"diag"`` (its
-    diagonal only: a mean-field Gaussian, never a D x D matrix); and ``at``: a dict of site values (constrained) at
+    Takes the MAP settings, plus ``hessian``: ``"full"`` (exact, default), ``"diag"`` (its
+    diagonal only: a mean-field Gaussian, never a D x D matrix) or ``"ggn"`` (the generalised Gauss-Newton of a Pyro
+    model's observations of a known family, Normal, Bernoulli, Categorical or Poisson: their Fisher information
+    pulled back through the Jacobian of their natural parameters, exact curvature for the rest; positive definite
+    wherever the prior is proper, the exact Hessian for a model linear in the latents; see
+    :mod:`pyebm.inference.gauss_newton`); and ``at``: a dict of site values (constrained) at
     which to take the curvature as given, with no optimisation (post-hoc Laplace at trained weights). The gradient
     there is checked: a point more than 0.1 posterior sds from stationary (the Newton decrement
     :math:`\sqrt{g^\top H^{-1} g}`, in ``post.diagnostics["distance"]``) warns, since the Gaussian is then not
@@ -51,14 +58,21 @@ class Laplace(MAP):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.hessian not in PROVIDERS:
-            raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {sorted(PROVIDERS)}.")
+        if self.hessian not in HESSIANS:
+            raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {list(HESSIANS)}.")
         if self.at is not None:
             if not isinstance(self.at, dict):
                 raise TypeError(f"Laplace: at must be a dict of site values, got {type(self.at).__name__}.")
             if self.init is not None:
                 raise ValueError("Laplace: give either at= (the curvature there, no optimisation) or init= (where "
                                  "the optimisation starts), not both.")
+
+    def refusals(self, backend: str) -> list[str]:
+        out = super().refusals(backend)
+        if backend != "pyro" and self.hessian == "ggn":
+            out.append("hessian='ggn' reads the observation sites of a Pyro trace; use the Pyro backend, or "
+                       "hessian='full'.")
+        return out
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
         if self.at is None:
@@ -74,10 +88,18 @@ class Laplace(MAP):
             u, hessian = potential.init[None], None
             energy, grad = potential.value_and_grad(True)(u)
             energy = energy[0]
-        structure = PROVIDERS[self.hessian](lambda v: potential(v, True), u, potential.ops, "Laplace",
-                                            labels=_labels(potential), hessian=hessian).index(0)
+        provider, ggn_sites = PROVIDERS["full" if self.hessian == "ggn" else self.hessian], None
+        if self.hessian == "ggn":
+            from .gauss_newton import gauss_newton
+
+            hessian, ggn_sites = gauss_newton(model, args, kwargs, potential, u[0])
+            hessian = hessian[None]
+        structure = provider(lambda v: potential(v, True), u, potential.ops, "Laplace", labels=_labels(potential),
+                             hessian=hessian).index(0)
         if self.at is not None:
             diagnostics = _stationarity(structure, grad[0], float(to_numpy(energy)))
+        if ggn_sites:
+            diagnostics["ggn_sites"] = ggn_sites
         log_z = float(to_numpy(gaussian_log_evidence(energy, structure, potential.dim)))
         view = backend.model_view(model, args, kwargs, potential)
         diagnostics["hessian"] = structure.precision_form()

@@ -148,6 +148,8 @@ def test_numpyro_energy_factor_bad_input(x64):
         pn.energy_factor("e", jnp.array(1.0), beta=-1.0)
     with pytest.raises(ValueError, match="valid methods"):
         pn.infer(pn.model_from_energy(lambda x: (x**2).sum(), {"x": 2}), method="gibbs")
+    with pytest.raises(ValueError, match="hessian='ggn' reads the observation sites of a Pyro trace"):
+        pn.infer(pn.model_from_energy(lambda x: (x**2).sum(), {"x": 2}), method=pyebm.Laplace(hessian="ggn"))
 
 
 def test_numpyro_free_energy(x64):
