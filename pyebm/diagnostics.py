@@ -207,8 +207,8 @@ def _ess(acov: np.ndarray, chain_means: np.ndarray, n: int) -> float:
 def _rhat(x: np.ndarray) -> np.ndarray:
     """Gelman-Rubin R-hat per column of (chain, draw, k)."""
     n = x.shape[1]
-    within = x.var(axis=1, ddof=1).mean(axis=0)
-    between = n * x.mean(axis=1).var(axis=0, ddof=1)
+    within = x.var(axis=1, ddof=1, dtype=np.float64).mean(axis=0)
+    between = n * x.mean(axis=1, dtype=np.float64).var(axis=0, ddof=1)
     return np.sqrt((between / within + n - 1) / n)
 
 
@@ -220,7 +220,11 @@ def classic_rhat(x) -> np.ndarray:
 
 
 def _as_columns(x) -> np.ndarray:
-    x = np.array(x, dtype=np.float64)
+    """Draws as (chain, draw, k), without a copy where they are floating already (reductions accumulate in
+    float64)."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
     return x[..., None] if x.ndim == 2 else x.reshape(x.shape[0], x.shape[1], -1)
 
 
@@ -242,7 +246,8 @@ def rhat_and_ess(x) -> tuple[np.ndarray, np.ndarray]:
     sorts and FFTs release the GIL)."""
     cols = _as_columns(x)
     rhat, ess = np.full(cols.shape[-1], np.nan), np.full(cols.shape[-1], np.nan)
-    ok = (cols.shape[1] >= 4) & (cols.reshape(-1, cols.shape[-1]).std(axis=0) > 0)
+    flat = cols.reshape(-1, cols.shape[-1])
+    ok = (cols.shape[1] >= 4) & (flat.max(axis=0) > flat.min(axis=0)) & np.isfinite(flat).all(axis=0)
     if ok.any():
         c = cols[..., ok]
         workers = min(_cores(), c.shape[-1], max(1, c.size // PARALLEL_SIZE))

@@ -91,16 +91,16 @@ def _check_drift(u, potential, label: str) -> None:
     outright; chains that wander (far out, or disagreeing) are checked by a short minimisation from the initial point
     for an energy unbounded below (free where the chains look fine)."""
     ops = potential.ops
-    draws = ops.to_numpy(u).astype(np.float64)
-    flat = np.abs(draws).reshape(-1, u.shape[-1])
+    draws = ops.to_numpy(u)
+    reach = np.abs(draws).reshape(-1, u.shape[-1]).max(0).astype(np.float64)  # per coordinate
     start = float(np.abs(ops.to_numpy(potential.init)).max(initial=0.0))
     rhat = np.nanmax(classic_rhat(draws)) if draws.shape[1] >= 4 else 1.0
-    if flat.max() > 1e3 * (1.0 + start) or rhat > 1.05:
+    if reach.max() > 1e3 * (1.0 + start) or rhat > 1.05:
         probe_improper(potential, label)
-    far = flat.max(0) > DRIFT * (1.0 + start)
+    far = reach > DRIFT * (1.0 + start)
     if far.any():
         raise InferenceError(
-            f"{label}: the chains ran off to |u| = {flat.max():.3g}: the density does not confine the latent "
+            f"{label}: the chains ran off to |u| = {reach.max():.3g}: the density does not confine the latent "
             "variables (an energy flat or unbounded below in some direction: an improper posterior). Add a proper "
             "prior, or check the energy."
         )
@@ -128,7 +128,7 @@ def posterior_from_draws(method: str, draws: dict, divergences: list, accept: li
         diverging[c, np.asarray(idx, dtype=int)] = True
     rhat, ess = {}, {}
     for name, v in arrays.items():
-        flat = v.reshape(v.shape[0], v.shape[1], -1).astype(np.float64)
+        flat = v.reshape(v.shape[0], v.shape[1], -1)
         labels = element_labels(name, tuple(v.shape[2:]))
         r, e = rhat_and_ess(flat)
         rhat.update(zip(labels, r.tolist()))
