@@ -8,7 +8,7 @@ all adaptation included. Columns: min bulk-ESS per second and per gradient evalu
 error of the posterior means in posterior sds against the exact answer (eight schools: a long NumPyro reference
 run). Ratios are pyebm over raw on the same backend (ChEES: over NumPyro's vectorised NUTS, same chains).
 
-    python benchmarks/nuts_backends.py [--seeds 3] [--quick] [--section single|many|gp]
+    python benchmarks/nuts_backends.py [--seeds 3] [--quick] [--section single|many|gp] [--models gaussian-100d,...]
 """
 
 from __future__ import annotations
@@ -181,6 +181,8 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="one seed, 100+100 steps: a smoke test")
     parser.add_argument("--section", choices=["all", "single", "many", "gp"], default="all")
+    parser.add_argument("--models", default="gaussian-100d,banana,eight-schools",
+                        help="many chains: comma-separated models to run")
     args = parser.parse_args(argv)
     if args.quick:
         args.seeds, args.warmup, args.draws = 1, 100, 100
@@ -231,6 +233,11 @@ def run_many(te, je, sites, mean, sd, seed, warmup, draws, chains):
                        seed=seed, progress=False)
     out["pyebm ChEES"] = chain_stats(_order(post.approximation.draws, sites), mean, sd, post.wall_time,
                                      post.diagnostics["num_gradient_evaluations"])
+    if schools:  # many small operations: eager torch's per-operation overhead dominates, compilation removes it
+        post = pyebm.infer(model, method=pyebm.ChEES(num_samples=draws, warmup_steps=warmup, num_chains=chains,
+                                                     jit_compile=True), seed=seed, progress=False)
+        out["ChEES jit"] = chain_stats(_order(post.approximation.draws, sites), mean, sd, post.wall_time,
+                                       post.diagnostics["num_gradient_evaluations"])
     mcmc = NMCMC(NNUTS(raw_numpyro_model(je if not schools else None, sites)), num_warmup=warmup, num_samples=draws,
                  num_chains=chains, chain_method="vectorized", progress_bar=False)
     t = time.perf_counter()
@@ -244,11 +251,14 @@ def run_many(te, je, sites, mean, sd, seed, warmup, draws, chains):
 
 def many_chains(args):
     print(f"\n# many chains: pyebm ChEES vs NumPyro NUTS chain_method='vectorized', {args.warmup}+{args.draws} steps "
-          f"per chain, medians over {args.seeds} seeds; float32; ratio = ChEES ESS/s over NumPyro's")
+          f"per chain, medians over {args.seeds} seeds; float32; ratio = ChEES ESS/s over NumPyro's; 'ChEES jit': "
+          f"jit_compile=True, compilation included")
     with torch.no_grad():
         models = {"gaussian-100d": gaussian_100(), "banana": banana()}
-    ref_mean, ref_sd = schools_reference(args.quick)
-    models["eight-schools"] = (None, None, SCHOOL_SITES, ref_mean, ref_sd)
+    if "eight-schools" in args.models:
+        ref_mean, ref_sd = schools_reference(args.quick)
+        models["eight-schools"] = (None, None, SCHOOL_SITES, ref_mean, ref_sd)
+    models = {k: v for k, v in models.items() if k in args.models}
     header = (f"{'model':14s} {'chains':>6s} {'runner':14s} {'ESS/s':>9s} {'ESS/grad':>9s} {'wall s':>8s} "
               f"{'max err/sd':>11s} {'ratio ESS/s':>12s}")
     print(header)
@@ -259,7 +269,7 @@ def many_chains(args):
                     for seed in range(args.seeds)]
             med = {r: {k: statistics.median(run[r][k] for run in runs) for k in runs[0][r]} for r in runs[0]}
             for r, m in med.items():
-                ratio = f"{m['ess/s'] / med['NumPyro vect.']['ess/s']:12.2f}" if r == "pyebm ChEES" else ""
+                ratio = f"{m['ess/s'] / med['NumPyro vect.']['ess/s']:12.2f}" if "ChEES" in r else ""
                 print(f"{name:14s} {chains:6d} {r:14s} {m['ess/s']:9.1f} {m['ess/grad']:9.3f} {m['s']:8.2f} "
                       f"{m['err']:11.3f} {ratio}", flush=True)
 

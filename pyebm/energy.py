@@ -165,7 +165,8 @@ def _plate_frames() -> list[tuple[int, int]]:
     return [(f.dim, f.size) for f in get_plates() if f.vectorized]
 
 
-def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normalized: bool = False) -> None:
+def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normalized: bool = False,
+                  gauss_newton: Callable | None = None) -> None:
     r"""Add :math:`-\beta E` to the model's log joint, as ``pyro.factor(name, -beta * energy)`` does.
 
     The site is marked as an energy factor so that :func:`pyebm.temper` can rescale its β; a plain
@@ -185,6 +186,12 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
         Declare that the energy is a normalised negative log-density in any learnable parameters it depends on
         (it carries its own :math:`\log Z(\theta)`). Only then may SVI optimise those parameters; otherwise
         :func:`pyebm.infer` refuses, because the ELBO ignores :math:`\log Z(\theta)` and the energy collapses.
+    gauss_newton : callable, optional
+        For Laplace's ``hessian="ggn"``: a function of no arguments returning the energy's natural parameters and
+        its curvature in them, a list of ``(eta, curvature, blocks)`` with :math:`E = \sum \ell(\eta)`, ``eta`` a
+        tensor computed from the latent sites (afresh on each call), ``curvature`` :math:`\nabla^2_\eta \ell`
+        elementwise (``eta``'s shape) or, with ``blocks``, per row ``(..., C, C)``; positive semi-definite (the
+        loss convex in ``eta``). :func:`pyebm.ttt.supervised` energies give one.
 
     Notes
     -----
@@ -210,7 +217,8 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
         name,
         unit,
         obs=unit.sample(),
-        infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta, "normalized": bool(normalized)},
+        infer={"is_auxiliary": True, ENERGY_FACTOR_KEY: True, "beta": beta, "normalized": bool(normalized),
+               **({"ggn": (gauss_newton, beta)} if gauss_newton is not None else {})},
     )
 
 

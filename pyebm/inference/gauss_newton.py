@@ -4,7 +4,9 @@ The potential splits into the observation terms whose link is known and the rest
 factors, observations of other families, the change of variables):
 :math:`U(u) = \sum_i \ell_i(\eta_i(u)) + R(u)`, with :math:`\eta_i` the natural parameter of observation :math:`i`
 (a Normal's mean and log scale, a Bernoulli's or Categorical's logits, a Poisson's log rate) and :math:`\ell_i` its
-negative log likelihood. The GGN keeps the curvature of the loss in the natural parameters and drops that of the map
+negative log likelihood; an energy factor that declares its natural parameters and its curvature in them
+(:func:`pyebm.energy_factor`'s ``gauss_newton``, as :func:`pyebm.ttt.supervised` energies do) counts as one. The
+GGN keeps the curvature of the loss in the natural parameters and drops that of the map
 :math:`u \mapsto \eta` (Schraudolph 2002; Martens 2020):
 
 .. math:: G = J^\top \Lambda J + \nabla^2 R, \qquad J = \partial\eta/\partial u, \qquad
@@ -98,6 +100,11 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         out = {}
         for name, node in trace.nodes.items():
             if node["type"] == "sample" and node["is_observed"] and name not in latent:
+                declared = (node.get("infer") or {}).get("ggn")
+                if declared is not None:  # an energy factor that gives its natural parameters (energy_factor)
+                    fn, beta = declared
+                    out[name] = (fn(), beta * _site_weight(node))
+                    continue
                 parts = _natural(node["fn"])
                 if parts is not None:
                     out[name] = (parts, _site_weight(node))
@@ -110,7 +117,9 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]]
         raise ValueError(
             f"{what}: hessian='ggn' needs an observed site (pyro.sample(..., obs=...)) of a family whose link it knows "
-            f"({', '.join(KNOWN_LINKS)}); this model's observed sites are {observed or 'none'}. Use hessian='full'.")
+            f"({', '.join(KNOWN_LINKS)}), or an energy factor that declares its natural parameters "
+            f"(energy_factor(..., gauss_newton=...), as pyebm.ttt.supervised energies do); this model's observed "
+            f"sites are {observed or 'none'}. Use hessian='full'.")
     names = list(at_u)
 
     def eta(v):

@@ -146,11 +146,14 @@ def adapt(
             # start where training ended
             runner = dataclasses.replace(runner, init=dict(trained))
 
+        natural = getattr(energy_fn, "natural", None)  # the energy's outputs and curvature, for hessian="ggn"
+
         def fit(scales: dict):
             def model():
                 values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in means.items()}
                 e = per_example(energy_fn(lambda inputs: fn(values, inputs), x), n)
-                energy_factor("ttt_energy", e.sum(), beta=beta)
+                energy_factor("ttt_energy", e.sum(), beta=beta, gauss_newton=natural and (
+                    lambda: natural(lambda inputs: fn(values, inputs), x)))
 
             return infer(model, method=runner, seed=seed, progress=progress)
 

@@ -59,7 +59,19 @@ def supervised(kind: str = "cross_entropy", noise: float = 1.0) -> Callable:
             losses = 0.5 * ((out - flat_t) ** 2).reshape(len(flat_t), -1).sum(-1) / noise**2
         return losses.reshape(targets.shape[0], -1).sum(-1)
 
+    def natural(forward: Callable, batch) -> list:
+        """The outputs (logits, or means) and the loss's curvature in them, for Laplace's ``hessian="ggn"``:
+        ``diag(p) - p p^T`` per example (cross-entropy), ``1 / noise^2`` per output (squared)."""
+        inputs, targets = batch
+        lead = 2 if isinstance(batch, Neighbourhood) else 1
+        out = forward(inputs.flatten(0, lead - 1))
+        if kind == "cross_entropy":
+            p = torch.softmax(out.detach(), -1)
+            return [(out, torch.diag_embed(p) - p[..., :, None] * p[..., None, :], True)]
+        return [(out, torch.full_like(out.detach(), noise**-2.0), False)]
+
     energy.__name__ = f"supervised_{kind}"
+    energy.natural = natural
     return energy
 
 

@@ -106,3 +106,49 @@ def test_ggn_refuses_a_model_without_a_known_observation(float64):
         pyebm.infer(factor_only, method=pyebm.Laplace(hessian="ggn"), progress=False)
     with pytest.raises(ValueError, match="unknown hessian 'gn'"):
         pyebm.Laplace(hessian="gn")
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+@pytest.mark.parametrize("kind", ["squared", "cross_entropy"])
+def test_ggn_of_a_test_time_adaptation_with_a_supervised_energy(float64, kind):
+    """pyebm.ttt.supervised energies declare their outputs: over a last layer (linear in its weights) the GGN is the
+    exact Hessian; over every weight it is J^T Lambda J + the prior's 1/s^2, Lambda = 1/noise^2 (squared) or
+    diag(p) - p p^T (cross-entropy), computed here by hand."""
+    from pyebm import ttt
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    x = torch.randn(20, 2, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,)) if kind == "cross_entropy" else torch.randn(20, 3, dtype=torch.float64)
+    energy, scale = ttt.supervised(kind, 0.5), 0.7
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+    last = ["2.weight", "2.bias"]
+
+    def laplace(names, hessian):
+        at = {k: trained[k] for k in names}
+        return ttt.adapt(net, (x, y), names, energy, pyebm.Laplace(at=at, hessian=hessian), prior_scale=scale,
+                         seed=0)
+
+    ggn, exact = laplace(last, "ggn"), laplace(last, "full")
+    torch.testing.assert_close(ggn.diagnostics["hessian"], exact.diagnostics["hessian"], rtol=1e-9, atol=1e-9)
+    assert ggn.diagnostics["ggn_sites"] == ["ttt_energy"]
+
+    names = list(trained)
+    flat = torch.cat([trained[k].reshape(-1) for k in names])
+
+    def outputs(v):
+        params, start = {}, 0
+        for k in names:
+            params[k] = v[start : start + trained[k].numel()].reshape(trained[k].shape)
+            start += trained[k].numel()
+        return torch.func.functional_call(net, params, (x,))
+
+    jac = torch.func.jacrev(outputs)(flat)  # (20, 3, D)
+    out = outputs(flat)
+    if kind == "squared":
+        lam = torch.eye(3, dtype=torch.float64).expand(20, 3, 3) / 0.25
+    else:
+        p = torch.softmax(out, -1)
+        lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+    expected = torch.einsum("ncd,nce,nek->dk", jac, lam, jac) + torch.eye(flat.numel(), dtype=torch.float64) / 0.49
+    torch.testing.assert_close(laplace(names, "ggn").diagnostics["hessian"], expected, rtol=1e-9, atol=1e-9)
