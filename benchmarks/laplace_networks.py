@@ -1,4 +1,4 @@
-"""Laplace on a trained network's last layer: pyebm against laplace-torch on the same network (the anchor).
+"""Laplace on a trained network, post-hoc: pyebm against laplace-torch on the same network (the anchor).
 
 Regression: an MLP (1-50-50-1, tanh) trained on a noisy sine observed on two intervals (laplace-torch's own
 example, with a gap); classification: an MLP on scikit-learn's digits. Both libraries take the last layer's
@@ -7,9 +7,10 @@ last layer the network is linear in the weights, so the exact Hessian (pyebm) an
 (laplace-torch) coincide: the precisions, the log marginal likelihoods (up to the Gaussian likelihood's constant,
 which pyebm's energy leaves out) and the GLM predictives must agree to round-off. Then each tunes the prior
 precision by its own evidence maximisation, and the test NLL / ECE / accuracy and the fit and predict times are put
-side by side.
+side by side. Last, every weight: both take the GGN in full (pyebm.Laplace(hessian="ggn")), which must agree too.
 
-    pip install laplace-torch           # optional: only this benchmark needs it
+    pip install laplace-torch           # optional: only this benchmark needs it (then pip install torch==2.13.0:
+                                        # its requirements upgrade torch to a CUDA build)
     python benchmarks/laplace_networks.py
 
 laplace-torch 0.3 pulls torchvision, whose PyPI wheel does not load against the CPU torch wheel; uninstalling
@@ -54,10 +55,34 @@ def _train(net, x, y, loss_fn, steps: int, lr: float = 1e-2):
     return net.eval()
 
 
-def _pyebm_posterior(net, data, last, energy, delta):
+def _pyebm_posterior(net, data, last, energy, delta, hessian="full"):
     trained = {k: v.detach() for k, v in net.named_parameters() if k in last}
-    return ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained), prior_scale=delta**-0.5, prior_mean="zero",
-                     seed=0)
+    return ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained, hessian=hessian), prior_scale=delta**-0.5,
+                     prior_mean="zero", seed=0)
+
+
+def all_weights_ggn(laplace_cls, net, data, energy, likelihood, delta, constant, noise=1.0) -> None:
+    """Every weight, the generalised Gauss-Newton in full, at the trained weights: precisions, evidence, the GLM
+    predictive's agreement and the fit time against laplace-torch's default (GGN) curvature."""
+    names = [k for k, _ in net.named_parameters()]
+    x, y = data
+
+    def fit_la():
+        la = laplace_cls(net, likelihood, subset_of_weights="all", hessian_structure="full", sigma_noise=noise,
+                         prior_precision=delta)
+        la.fit(DataLoader(TensorDataset(x, y[:, None] if likelihood == "regression" else y), batch_size=len(x)))
+        return la
+
+    la, t_la = _timed(fit_la)
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, data, names, energy, delta, hessian="ggn"))
+    P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
+    lml_la, lml_pe = float(la.log_marginal_likelihood()), post.log_evidence - constant
+    dim = P_pe.shape[0]
+    print(f"\n# {likelihood}: all {dim} weights, GGN in full, prior precision {delta}, at the trained weights")
+    print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
+    print(f"log marginal likelihood             laplace-torch {lml_la:.6f}   pyebm {lml_pe:.6f}   "
+          f"rel diff {abs(lml_la - lml_pe) / abs(lml_la):.1e}")
+    print(f"fit s (median of 3)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
 
 
 def _tuned(fit_la, net, data, last, energy):
@@ -131,6 +156,7 @@ def regression(laplace_cls) -> None:
     print(f"test NLL (500 points, gap included) laplace-torch {nll(mu_a[:, 0], var_a[:, 0, 0]):.4f}   pyebm "
           f"{nll(mu_b[:, 0], var_b[:, 0]):.4f}   MAP plug-in "
           f"{nll(net(xt)[:, 0].detach(), torch.zeros(500)):.4f}")
+    all_weights_ggn(laplace_cls, net, (x, y), ttt.supervised("squared", noise), "regression", delta, constant, noise)
 
 
 def classification(laplace_cls) -> None:
@@ -173,6 +199,7 @@ def classification(laplace_cls) -> None:
     for name, p in rows:
         m = classification_metrics(p, yt)
         print(f"{name:28s} acc {m['acc']:6.2f}%   NLL {m['nll']:.4f}   ECE {m['ece']:5.2f}%")
+    all_weights_ggn(laplace_cls, net, (x, y), ttt.supervised("cross_entropy"), "classification", delta, 0.0)
 
 
 def main() -> None:
