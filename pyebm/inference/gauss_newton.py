@@ -27,7 +27,8 @@ import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poisson
 
-from .curvature import check_dense_size
+from ..ops import HVP_BUDGET
+from .curvature import MAX_DENSE_BYTES
 
 __all__ = ["gauss_newton", "KNOWN_LINKS"]
 
@@ -79,15 +80,12 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     """The dense GGN ``(D, D)`` of the potential of ``model(*args, **kwargs)`` at the point ``u`` (``(D,)``,
     unconstrained) and the names of the observation sites whose link it used. A ValueError says why where the model
     has no observation of a known family."""
-    from .potential import Restricted
-
     sites = potential.sites
     latent = {s.name for s in sites}  # conditioned on the point, so observed in the trace: priors, not observations
-    full_point = potential.expand if isinstance(potential, Restricted) else (lambda v: v)
 
     def trace_at(v):
         unconstrained, start = {}, 0
-        w = full_point(v)
+        w = potential.full_point(v)
         for s in sites:
             unconstrained[s.name] = w[start : start + s.numel].reshape(s.unconstrained_shape)
             start += s.numel
@@ -110,51 +108,71 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
                     out[name] = (parts, _site_weight(node))
         return out
 
-    with torch.no_grad():
-        trace, _, _ = trace_at(u)
-        at_u = known(trace)
-    if not at_u:
-        observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]]
-        raise ValueError(
-            f"{what}: hessian='ggn' needs an observed site (pyro.sample(..., obs=...)) of a family whose link it knows "
-            f"({', '.join(KNOWN_LINKS)}), or an energy factor that declares its natural parameters "
-            f"(energy_factor(..., gauss_newton=...), as pyebm.ttt.supervised energies do); this model's observed "
-            f"sites are {observed or 'none'}. Use hessian='full'.")
-    names = list(at_u)
-
-    def eta(v):
-        parts = known(trace_at(v)[0])
-        return torch.cat([e.reshape(-1) for n in names for e, _, _ in parts[n][0]])
-
-    def rest(v):
+    with torch.enable_grad():  # one run of the model: the natural parameters and the rest, with their graphs
+        v = u.detach().requires_grad_(True)
         trace, unconstrained, values = trace_at(v)
-        total = v.new_zeros(())
+        parts = known(trace)
+        if not parts:
+            observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]
+                        and n not in latent]
+            raise ValueError(
+                f"{what}: hessian='ggn' needs an observed site (pyro.sample(..., obs=...)) of a family whose link it "
+                f"knows ({', '.join(KNOWN_LINKS)}), or an energy factor that declares its natural parameters "
+                f"(energy_factor(..., gauss_newton=...), as pyebm.ttt.supervised energies do); this model's observed "
+                f"sites are {observed or 'none'}. Use hessian='full'.")
+        rest = v.new_zeros(())
         for name, node in trace.nodes.items():
-            if node["type"] == "sample" and name not in at_u:
-                total = total - node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
+            if node["type"] == "sample" and name not in parts:
+                rest = rest - node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
         for s in sites:
             if not s.on_reals:
-                total = total - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
-        return total
+                rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
+        eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
+        dim, m = v.shape[-1], eta.numel()
+        _check_size(m, dim, v, what)
+        ggn = _rows(rest, v, dim, rest_graph=True)  # the rest's exact Hessian: its gradient's graph, differentiated
+        jac = _rows(eta, v, m)  # (M, D), one batched backward pass per chunk of outputs
+    start = 0
+    for name, (pieces, weight) in parts.items():
+        for e, fisher, blocks in pieces:
+            j = jac[start : start + e.numel()]
+            start += e.numel()
+            fisher = fisher.detach()
+            if blocks:
+                c = e.shape[-1]
+                w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
+                f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
+                jb = j.reshape(-1, c, dim)
+                ggn = ggn + torch.einsum("ncd,nce,nek->dk", jb, f, jb)
+            else:
+                f = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, 1)
+                ggn = ggn + j.T @ (f * j)
+    return 0.5 * (ggn + ggn.T), list(parts)
 
-    m = sum(int(e.numel()) for n in names for e, _, _ in at_u[n][0])
-    check_dense_size(max(m, u.shape[-1]), 1, u.element_size(), f"{what} (hessian='ggn', {m} outputs)")
-    with torch.no_grad():
-        jac = torch.func.jacrev(eta)(u)  # (M, D)
-        ggn = torch.func.hessian(rest)(u)
-        start = 0
-        for n in names:
-            for e, fisher, blocks in at_u[n][0]:
-                j = jac[start : start + e.numel()]
-                start += e.numel()
-                weight = at_u[n][1]
-                if blocks:
-                    c = e.shape[-1]
-                    f = torch.broadcast_to(fisher * torch.as_tensor(weight)[..., None, None] if torch.is_tensor(weight)
-                                           else fisher * weight, tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
-                    jb = j.reshape(-1, c, j.shape[-1])
-                    ggn = ggn + torch.einsum("ncd,nce,nek->dk", jb, f, jb)
-                else:
-                    f = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, 1)
-                    ggn = ggn + j.T @ (f * j)
-    return 0.5 * (ggn + ggn.T), names
+
+def _rows(y: torch.Tensor, v: torch.Tensor, count: int, rest_graph: bool = False) -> torch.Tensor:
+    """The Jacobian ``(count, D)`` of the vector ``y`` in ``v``, or with ``rest_graph`` the Hessian of the scalar
+    ``y``: one batched backward pass per chunk of unit cotangents (memory: a chunk times the graph)."""
+    if rest_graph:
+        (y,) = torch.autograd.grad(y, v, create_graph=True, allow_unused=True)
+        if y is None or not y.requires_grad:  # linear or constant in v: no curvature
+            return v.new_zeros(count, count)
+    out = v.new_empty(count, v.shape[-1])
+    size = max(1, min(count, HVP_BUDGET // max(v.shape[-1], 1)))
+    for first in range(0, count, size):
+        k = min(size, count - first)
+        cot = y.new_zeros(k, count)
+        cot[torch.arange(k), torch.arange(first, first + k)] = 1.0
+        (rows,) = torch.autograd.grad(y, v, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
+                                      allow_unused=True)
+        out[first : first + k] = 0.0 if rows is None else rows.detach()
+    return out
+
+
+def _check_size(outputs: int, dim: int, like: torch.Tensor, what: str) -> None:
+    """Refuse a Jacobian ``(outputs, D)`` or a GGN ``(D, D)`` above :data:`MAX_DENSE_BYTES`, before allocating."""
+    need = max(outputs, dim) * dim * like.element_size()
+    if need > MAX_DENSE_BYTES:
+        raise MemoryError(f"{what}: hessian='ggn' needs a {outputs} x {dim} Jacobian and a {dim} x {dim} curvature, "
+                          f"{need / 2**30:.1f} GiB (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); use fewer latents "
+                          "(a last layer) or fewer observations.")

@@ -13,6 +13,7 @@ Hessian-vector products, memory O(D)).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,7 +44,9 @@ class Laplace(MAP):
     model's observations of a known family, Normal, Bernoulli, Categorical or Poisson: their Fisher information
     pulled back through the Jacobian of their natural parameters, exact curvature for the rest; positive definite
     wherever the prior is proper, the exact Hessian for a model linear in the latents; see
-    :mod:`pyebm.inference.gauss_newton`); and ``at``: a dict of site values (constrained) at
+    :mod:`pyebm.inference.gauss_newton`); ``subset``: a site name, a list of names or a predicate on names, the
+    sites whose Gaussian is taken, the others held at the mode (or at ``at``): the conditional posterior of the subset,
+    as a last-layer or subnetwork Laplace does (``log_evidence`` is then the subset's, the others fixed); and ``at``: a dict of site values (constrained) at
     which to take the curvature as given, with no optimisation (post-hoc Laplace at trained weights). The gradient
     there is checked: a point more than 0.1 posterior sds from stationary (the Newton decrement
     :math:`\sqrt{g^\top H^{-1} g}`, in ``post.diagnostics["distance"]``) warns, since the Gaussian is then not
@@ -55,11 +58,15 @@ class Laplace(MAP):
 
     hessian: str = "full"
     at: dict | None = None
+    subset: str | list | Callable | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hessian not in HESSIANS:
             raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {list(HESSIANS)}.")
+        if not (self.subset is None or callable(self.subset) or isinstance(self.subset, (str, list, tuple))):
+            raise TypeError("Laplace: subset must be a site name, a list of names or a predicate name -> bool, got "
+                            f"{type(self.subset).__name__}.")
         if self.at is not None:
             if not isinstance(self.at, dict):
                 raise TypeError(f"Laplace: at must be a dict of site values, got {type(self.at).__name__}.")
@@ -88,6 +95,9 @@ class Laplace(MAP):
             u, hessian = potential.init[None], None
             energy, grad = potential.value_and_grad(True)(u)
             energy = energy[0]
+        if self.subset is not None:
+            potential, u, hessian, grad = _subset(self.subset, potential, u, hessian,
+                                                  grad if self.at is not None else None)
         provider, ggn_sites = PROVIDERS["full" if self.hessian == "ggn" else self.hessian], None
         if self.hessian == "ggn":
             from .gauss_newton import gauss_newton
@@ -108,6 +118,29 @@ class Laplace(MAP):
             mode=_single(potential.constrain(u[0]), view, seed), log_evidence=log_z, diagnostics=diagnostics,
             view=view,
         )
+
+
+def _subset(subset, potential, u, hessian, grad):
+    """The potential over the coordinates of the ``subset`` sites only, the others held at ``u``; the point, the
+    Hessian (if computed) and the gradient (if given) restricted to them."""
+    names = [s.name for s in potential.sites]
+    if callable(subset):
+        chosen = [n for n in names if subset(n)]
+    else:
+        chosen = [subset] if isinstance(subset, str) else list(subset)
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ValueError(f"Laplace: subset names {unknown}, which are not continuous latent sites of the model "
+                             f"({names}).")
+    if not chosen:
+        raise ValueError(f"Laplace: subset selects none of the latent sites {names}.")
+    mask = np.concatenate([np.full(s.numel, s.name in chosen) for s in potential.sites])
+    if hasattr(potential, "index"):  # already over some coordinates only (masked elements)
+        mask = mask[potential.index]
+    idx = np.flatnonzero(mask)
+    restricted = potential.restricted(mask, held=u[0])
+    hessian = None if hessian is None else hessian[:, idx][:, :, idx]
+    return restricted, u[:, idx], hessian, None if grad is None else grad[:, idx]
 
 
 def _stationarity(structure, grad, energy: float) -> dict:

@@ -195,11 +195,15 @@ class Potential:
     def from_kernel_params(self, params: dict, batch: tuple = ()):
         return self.pack(params, batch)
 
-    def restricted(self, free) -> Potential:
-        """This potential over the ``free`` coordinates only (a boolean mask over ``u``), the others held at the
-        initial point; itself where every coordinate is free."""
+    def restricted(self, free, held=None) -> Potential:
+        """This potential over the ``free`` coordinates only (a boolean mask over ``u``), the others held at
+        ``held`` (a full point; default the initial point); itself where every coordinate is free."""
         free = np.asarray(free, dtype=bool)
-        return self if free.all() else Restricted(self, free)
+        return self if free.all() else Restricted(self, free, held)
+
+    def full_point(self, u):
+        """``u`` on the layout of every site (this potential's own, unless it holds some coordinates fixed)."""
+        return u
 
 
 class Restricted(Potential):
@@ -207,26 +211,30 @@ class Restricted(Potential):
     are masked out of the density (``obs_mask``, ``poutine.mask``), which would otherwise be flat, improper directions.
     Draws and values are reported on the full layout, the held elements at their initial values."""
 
-    def __init__(self, full: Potential, free: np.ndarray):
+    def __init__(self, full: Potential, free: np.ndarray, held=None):
         self.full, self.index, self._free = full, np.flatnonzero(free), free
-        super().__init__(full.sites, full.init[self.index], full.ops,
+        self.held = full.init if held is None else held
+        super().__init__(full.sites, self.held[self.index], full.ops,
                          lambda u, jacobian: full(self.expand(u), jacobian), batched=full.batched,
                          refusal=full.refusal, potential_fn=lambda params: self(params["u"][None], True)[0])
         self.dim = len(self.index)
 
     def vectorized(self, what: str) -> Potential:
         full = self.full.vectorized(what)
-        return self if full is self.full else Restricted(full, self._free)
+        return self if full is self.full else Restricted(full, self._free, self.held)
 
     def expand(self, u):
-        """The full point(s) of ``u`` (``(..., D_free)`` to ``(..., D)``)."""
-        return self.ops.scatter(self.full.init, self.index, u)
+        """The point(s) of the potential it restricts for ``u`` (``(..., D_free)`` to ``(..., D)``)."""
+        return self.ops.scatter(self.held, self.index, u)
+
+    def full_point(self, u):
+        return self.full.full_point(self.expand(u))
 
     def unpack(self, u) -> dict:
         return self.full.unpack(self.expand(u))
 
     def unpack_spread(self, v) -> dict:
-        return self.full.unpack(self.ops.scatter(self.full.init * 0, self.index, v))
+        return self.full.unpack_spread(self.ops.scatter(self.held * 0, self.index, v))
 
     def pack(self, values: dict, batch: tuple = ()):
         return self.full.pack(values, batch)[..., self.index]

@@ -152,3 +152,28 @@ def test_ggn_of_a_test_time_adaptation_with_a_supervised_energy(float64, kind):
         lam = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
     expected = torch.einsum("ncd,nce,nek->dk", jac, lam, jac) + torch.eye(flat.numel(), dtype=torch.float64) / 0.49
     torch.testing.assert_close(laplace(names, "ggn").diagnostics["hessian"], expected, rtol=1e-9, atol=1e-9)
+
+
+def test_laplace_over_a_subset_is_the_conditional_gaussian(float64):
+    """subset= holds the other sites at the mode: the precision is the subset's block of the full Hessian (the
+    conditional posterior), the mean the joint mode's; names, a predicate, GGN and bad names all behave."""
+    y = data("normal")
+
+    def model(x, y):
+        b = pyro.sample("b", dist.Normal(0.0, 1.0))
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(b + x @ w, 0.3), obs=y)
+
+    full = pyebm.infer(model, X, y, method="laplace", progress=False)
+    sub = pyebm.infer(model, X, y, method=pyebm.Laplace(subset="w"), progress=False)
+    torch.testing.assert_close(sub.diagnostics["hessian"], full.diagnostics["hessian"][1:, 1:], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(sub.mean()["w"], full.mean()["w"], rtol=1e-6, atol=1e-6)
+    assert float(sub.std()["b"]) == 0.0 and float(sub.mean()["b"]) == pytest.approx(float(full.mean()["b"]), abs=1e-6)
+    ggn = pyebm.infer(model, X, y, method=pyebm.Laplace(at=full.mode, subset=lambda n: n == "w", hessian="ggn"),
+                      progress=False)
+    torch.testing.assert_close(ggn.diagnostics["hessian"], full.diagnostics["hessian"][1:, 1:], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"subset names \['v'\]"):
+        pyebm.infer(model, X, y, method=pyebm.Laplace(subset=["v"]), progress=False)
+    with pytest.raises(ValueError, match="selects none"):
+        pyebm.infer(model, X, y, method=pyebm.Laplace(subset=lambda n: False), progress=False)
