@@ -31,6 +31,7 @@ restarts there were.
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -270,7 +271,13 @@ def _compiled_value_and_grad(potential: Potential, x: torch.Tensor) -> Callable:
     loop does: the checks are data-dependent branches."""
     from torch._dynamo.utils import counters
 
-    compiled = potential.ops.value_and_grad(torch.compile(lambda u: potential(u)))
+    def energies(u):
+        return potential(u)
+
+    # a code object of its own: torch.compile caches per code object, so each run compiles (and checks) its own
+    fresh = types.FunctionType(energies.__code__.replace(), energies.__globals__, "energies", None,
+                               energies.__closure__)
+    compiled = potential.ops.value_and_grad(torch.compile(fresh))
     fix = "Use jit_compile=False."
     graphs = counters["stats"]["unique_graphs"]
     try:
