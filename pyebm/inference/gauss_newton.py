@@ -25,6 +25,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
+from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poisson
 
 from ..ops import HVP_BUDGET
@@ -111,6 +112,11 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     with torch.enable_grad():  # one run of the model: the natural parameters and the rest, with their graphs
         v = u.detach().requires_grad_(True)
         trace, unconstrained, values = trace_at(v)
+        discrete = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and not nd["is_observed"]
+                    and not isinstance(nd["fn"], _Subsample)]
+        if discrete:
+            raise ValueError(f"{what}: hessian='ggn' takes models whose latent sites are all continuous; {discrete} "
+                             "would be drawn at random in the trace. Use hessian='full' (it sums them out).")
         parts = known(trace)
         if not parts:
             observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]

@@ -107,6 +107,17 @@ def test_ggn_refuses_a_model_without_a_known_observation(float64):
     with pytest.raises(ValueError, match="unknown hessian 'gn'"):
         pyebm.Laplace(hessian="gn")
 
+    def mixture(y):
+        loc = pyro.sample("loc", dist.Normal(0.0, 3.0).expand([2]).to_event(1))
+        with pyro.plate("data", len(y)):
+            z = pyro.sample("z", dist.Categorical(torch.ones(2) / 2), infer={"enumerate": "parallel"})
+            pyro.sample("y", dist.Normal(pyro.ops.indexing.Vindex(loc)[..., z], 1.0), obs=y)
+
+    y = torch.tensor([-2.0, -1.5, 2.0, 2.5])
+    with pytest.raises(ValueError, match=r"latent sites are all continuous; \['z'\]"):
+        pyebm.infer(mixture, y, method=pyebm.Laplace(at={"loc": torch.tensor([-2.0, 2.0])}, hessian="ggn"),
+                    progress=False)
+
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 @pytest.mark.parametrize("kind", ["squared", "cross_entropy"])
