@@ -32,6 +32,7 @@ METHODS = {
     "nce": dict(ratio=4),
     "dsm": dict(sigma=0.05),
     "ssm": dict(projections=1),
+    "generator": dict(),
 }
 
 

@@ -6,6 +6,7 @@ train :math:`\theta` honestly:
 
 * contrastive (:mod:`~pyebm.train.contrastive`): ``"cd"``, ``"pcd"``, ``"nce"``, ``"margin"``, ``"infonce"``;
 * score matching (:mod:`~pyebm.train.score`): ``"dsm"``, ``"ssm"``;
+* generator negatives (:mod:`~pyebm.train.generator`): ``"generator"``, a GAN read as a contrastive EBM;
 * regularized latent variables (:mod:`~pyebm.train.regularized`): ``"sparse_coding"``, ``"kmeans"``, ``"vae"``;
 * joint embeddings (:mod:`~pyebm.train.joint`): ``"infonce"`` versus ``"variance_covariance"`` (no negatives).
 
@@ -25,6 +26,7 @@ from .contrastive import (
     nce_loss,
 )
 from .evaluate import evaluate_2d, grid_samples, mmd
+from .generator import FlowGenerator, GeneratorNegatives, generator_negatives_loss
 from .joint import JointEmbedding, VarianceCovariance, embedding_collapse, variance_covariance_loss
 from .loop import TrainResult, fit
 from .regularized import (
@@ -43,4 +45,5 @@ __all__ = [
     "contrastive_divergence_loss", "nce_loss", "margin_loss", "infonce_loss", "dsm_loss", "ssm_loss",
     "kmeans_loss", "sparse_coding_loss", "vae_loss", "evaluate_2d", "mmd", "grid_samples",
     "JointEmbedding", "VarianceCovariance", "variance_covariance_loss", "embedding_collapse",
+    "GeneratorNegatives", "FlowGenerator", "generator_negatives_loss",
 ]

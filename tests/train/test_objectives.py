@@ -55,6 +55,7 @@ def _relative(cov, target):
     ("nce", dict(ratio=4), 0.05),
     ("dsm", dict(sigma=0.1), 0.05),
     ("ssm", dict(), 0.05),
+    ("generator", dict(layers=2, hidden=32), 0.05),  # a small flow: the default 6 x 64 diverges at lr 0.05
 ])
 def test_gaussian_mean_and_precision_are_recovered(gaussian_data, method, options, cov_tol):
     x = gaussian_data
@@ -72,6 +73,11 @@ def test_gaussian_mean_and_precision_are_recovered(gaussian_data, method, option
         assert float(result.state.log_z.detach()) == pytest.approx(float(log_z), abs=0.02)
     if method == "pcd":
         assert result.buffer is not None and len(result.buffer) == 2000
+    if method == "generator":  # the generator samples the learned model: its draws have the data's moments
+        with torch.no_grad():
+            draws, _ = result.state.generator.sample(20_000, torch.Generator().manual_seed(2))
+        assert float((draws.mean(0) - target_mean).abs().max()) < 0.05
+        assert _relative(torch.cov(draws.T), target_cov) < 0.1
 
 
 def test_infonce_recovers_the_log_density_ratio(float64):
@@ -181,3 +187,10 @@ def test_vae_with_a_linear_decoder_is_probabilistic_pca(float64):
 def test_vae_refuses_an_unnormalised_energy(gaussian_data):
     with pytest.raises(ValueError, match="normalised"):
         fit(LearnableGaussian(), gaussian_data, "vae", steps=1, progress=False)
+
+
+def test_generator_negatives_refuse_bad_settings_and_one_coordinate(float64):
+    with pytest.raises(ValueError, match="layers"):
+        pyebm.train.GeneratorNegatives(layers=0)
+    with pytest.raises(ValueError, match="at least 2 coordinates"):
+        fit(LearnableGaussian(), torch.randn(100, 1), "generator", steps=1, progress=False)
