@@ -27,7 +27,6 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm in a ke
 %matplotlib inline
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import torch
 

@@ -139,7 +139,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         ggn = _rows(rest, v, dim, rest_graph=True)  # the rest's exact Hessian: its gradient's graph, differentiated
         jac = _rows(eta, v, m)  # (M, D), one batched backward pass per chunk of outputs
     start = 0
-    for name, (pieces, weight) in parts.items():
+    for pieces, weight in parts.values():
         for e, fisher, blocks in pieces:
             j = jac[start : start + e.numel()]
             start += e.numel()
