@@ -21,8 +21,6 @@ Hessian at weights that are not exactly a minimum. For a model linear in :math:`
 
 from __future__ import annotations
 
-import pyro
-import pyro.poutine as poutine
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.subsample_messenger import _Subsample
@@ -30,8 +28,9 @@ from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poi
 
 from ..ops import HVP_BUDGET
 from .curvature import MAX_DENSE_BYTES
+from .pyro_backend import conditioned_trace
 
-__all__ = ["gauss_newton", "KNOWN_LINKS"]
+__all__ = ["gauss_newton", "softmax_fisher", "KNOWN_LINKS"]
 
 #: observation families whose natural parameter and Fisher information the GGN knows
 KNOWN_LINKS = ("Normal", "Bernoulli", "Categorical", "Poisson")
@@ -62,11 +61,17 @@ def _natural(fn) -> list[tuple[torch.Tensor, torch.Tensor, bool]] | None:
         return [(logits, weight * p * (1 - p), False)]
     if isinstance(fn, Categorical):
         logits = torch.broadcast_to(fn.logits, tuple(fn.batch_shape) + tuple(fn.logits.shape[-1:]))
-        p = torch.softmax(logits.detach(), -1)
-        fisher = torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
-        w = torch.as_tensor(weight, dtype=p.dtype, device=p.device)
+        fisher = softmax_fisher(logits)
+        w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
         return [(logits, w[..., None, None] * fisher, True)]
     return None
+
+
+def softmax_fisher(logits: torch.Tensor) -> torch.Tensor:
+    r"""The Fisher information of a categorical in its logits, :math:`\mathrm{diag}(p) - pp^\top` per row
+    ``(..., C, C)`` (the Hessian of the cross-entropy in the logits), without a graph."""
+    p = torch.softmax(logits.detach(), -1)
+    return torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
 
 
 def _site_weight(node) -> torch.Tensor | float:
@@ -84,17 +89,6 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     sites = potential.sites
     latent = {s.name for s in sites}  # conditioned on the point, so observed in the trace: priors, not observations
 
-    def trace_at(v):
-        unconstrained, start = {}, 0
-        w = potential.full_point(v)
-        for s in sites:
-            unconstrained[s.name] = w[start : start + s.numel].reshape(s.unconstrained_shape)
-            start += s.numel
-        values = {s.name: s.transform(unconstrained[s.name]) for s in sites}
-        with pyro.validation_enabled(False), poutine.block():
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs)
-        return trace, unconstrained, values
-
     def known(trace) -> dict:
         out = {}
         for name, node in trace.nodes.items():
@@ -111,7 +105,8 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
 
     with torch.enable_grad():  # one run of the model: the natural parameters and the rest, with their graphs
         v = u.detach().requires_grad_(True)
-        trace, unconstrained, values = trace_at(v)
+        unconstrained = potential.unpack(v)  # every site, held coordinates included
+        trace, values = conditioned_trace(model, args, kwargs, sites, unconstrained)
         discrete = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and not nd["is_observed"]
                     and not isinstance(nd["fn"], _Subsample)]
         if discrete:

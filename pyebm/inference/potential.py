@@ -201,15 +201,12 @@ class Potential:
         free = np.asarray(free, dtype=bool)
         return self if free.all() else Restricted(self, free, held)
 
-    def full_point(self, u):
-        """``u`` on the layout of every site (this potential's own, unless it holds some coordinates fixed)."""
-        return u
-
 
 class Restricted(Potential):
-    """A potential over some coordinates of another, the rest held at its initial point: for latent elements that
-    are masked out of the density (``obs_mask``, ``poutine.mask``), which would otherwise be flat, improper directions.
-    Draws and values are reported on the full layout, the held elements at their initial values."""
+    """A potential over some coordinates of another, the rest held at a point (its initial point by default): for
+    latent elements that are masked out of the density (``obs_mask``, ``poutine.mask``), which would otherwise be
+    flat, improper directions, and for Laplace over a subset of the sites (the rest held at the mode). Draws and values
+    are reported on the full layout, the held elements at their held values."""
 
     def __init__(self, full: Potential, free: np.ndarray, held=None):
         self.full, self.index, self._free = full, np.flatnonzero(free), free
@@ -226,9 +223,6 @@ class Restricted(Potential):
     def expand(self, u):
         """The point(s) of the potential it restricts for ``u`` (``(..., D_free)`` to ``(..., D)``)."""
         return self.ops.scatter(self.held, self.index, u)
-
-    def full_point(self, u):
-        return self.full.full_point(self.expand(u))
 
     def unpack(self, u) -> dict:
         return self.full.unpack(self.expand(u))

@@ -161,15 +161,22 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
     return potential.restricted(_unmasked(sites, proto))
 
 
+def conditioned_trace(model, args, kwargs, sites: list[Site], unconstrained: dict):
+    """The model's trace with its latent ``sites`` conditioned on the constrained values of ``unconstrained`` (argument
+    checks off, hidden from outer handlers), and those constrained values."""
+    values = {s.name: s.transform(unconstrained[s.name]) for s in sites}
+    with pyro.validation_enabled(False), poutine.block():
+        return poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs), values
+
+
 def _traced_one_point(model, args, kwargs, sites: list[Site]) -> Callable:
     """The potential of one point by conditioning and tracing the model: the form ``torch.func.vmap`` can map (Pyro's
     own potential function goes through enumeration machinery that reads ``.data``, which vmap forbids)."""
 
     def one_point(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
         unconstrained = dict(zip([s.name for s in sites], _unpack(sites, u)))
-        values = {s.name: s.transform(unconstrained[s.name]) for s in sites}
-        with pyro.validation_enabled(False), poutine.block():
-            trace = poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs)
+        trace, values = conditioned_trace(model, args, kwargs, sites, unconstrained)
+        with pyro.validation_enabled(False):
             total = -trace.log_prob_sum()
         if jacobian:
             for s in sites:

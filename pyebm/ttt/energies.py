@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from ..inference.gauss_newton import softmax_fisher
+
 __all__ = ["Neighbourhood", "entropy", "free_energy", "supervised", "augmented", "neighbours", "resolve_energy", "per_example"]
 
 
@@ -66,8 +68,7 @@ def supervised(kind: str = "cross_entropy", noise: float = 1.0) -> Callable:
         lead = 2 if isinstance(batch, Neighbourhood) else 1
         out = forward(inputs.flatten(0, lead - 1))
         if kind == "cross_entropy":
-            p = torch.softmax(out.detach(), -1)
-            return [(out, torch.diag_embed(p) - p[..., :, None] * p[..., None, :], True)]
+            return [(out, softmax_fisher(out), True)]
         return [(out, torch.full_like(out.detach(), noise**-2.0), False)]
 
     energy.__name__ = f"supervised_{kind}"
