@@ -8,6 +8,7 @@ shape ``batch``.
 
 from .latent import Ellipse, KMeans, SparseCoding
 from .networks import GaussianDecoder, MLPEnergy
+from .reconstruction import DenoisingAutoencoder, MaskedReconstruction
 from .reference import (
     Banana,
     DoubleWell,
@@ -26,4 +27,5 @@ __all__ = [
     "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "PhiFour", "Ring", "Funnel", "GaussianMixture",
     "GridDensity", "grid_density", "KMeans", "Ellipse", "SparseCoding",
     "Target2D", "EightGaussians", "TwoMoons", "Rings", "Checkerboard", "MLPEnergy", "GaussianDecoder",
+    "DenoisingAutoencoder", "MaskedReconstruction",
 ]

@@ -6,6 +6,8 @@ train :math:`\theta` honestly:
 
 * contrastive (:mod:`~pyebm.train.contrastive`): ``"cd"``, ``"pcd"``, ``"nce"``, ``"margin"``, ``"infonce"``;
 * score matching (:mod:`~pyebm.train.score`): ``"dsm"``, ``"ssm"``;
+* reconstruction (:mod:`~pyebm.train.denoising`): ``"dae"`` (a denoising autoencoder: score matching by another
+  name), ``"masked"`` (BERT-style hidden coordinates: their conditional means);
 * generator negatives (:mod:`~pyebm.train.generator`): ``"generator"``, a GAN read as a contrastive EBM;
 * regularized latent variables (:mod:`~pyebm.train.regularized`): ``"sparse_coding"``, ``"kmeans"``, ``"vae"``;
 * joint embeddings (:mod:`~pyebm.train.joint`): ``"infonce"`` versus ``"variance_covariance"`` (no negatives).
@@ -25,6 +27,7 @@ from .contrastive import (
     margin_loss,
     nce_loss,
 )
+from .denoising import DAE, Masked, dae_loss, masked_loss, random_masks
 from .evaluate import evaluate_2d, grid_samples, mmd
 from .generator import FlowGenerator, GeneratorNegatives, generator_negatives_loss
 from .joint import JointEmbedding, VarianceCovariance, embedding_collapse, variance_covariance_loss
@@ -46,4 +49,5 @@ __all__ = [
     "kmeans_loss", "sparse_coding_loss", "vae_loss", "evaluate_2d", "mmd", "grid_samples",
     "JointEmbedding", "VarianceCovariance", "variance_covariance_loss", "embedding_collapse",
     "GeneratorNegatives", "FlowGenerator", "generator_negatives_loss",
+    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks",
 ]
