@@ -9,7 +9,8 @@ train :math:`\theta` honestly:
 * reconstruction (:mod:`~pyebm.train.denoising`): ``"dae"`` (a denoising autoencoder: score matching by another
   name), ``"masked"`` (BERT-style hidden coordinates: their conditional means);
 * generator negatives (:mod:`~pyebm.train.generator`): ``"generator"``, a GAN read as a contrastive EBM;
-* regularized latent variables (:mod:`~pyebm.train.regularized`): ``"sparse_coding"``, ``"kmeans"``, ``"vae"``;
+* regularized latent variables (:mod:`~pyebm.train.regularized`): ``"sparse_coding"``, ``"kmeans"``, ``"vae"``,
+  and ``"free_energy"`` for any energy with a discrete or continuous latent;
 * joint embeddings (:mod:`~pyebm.train.joint`): ``"infonce"`` versus ``"variance_covariance"`` (no negatives).
 
 ``fit(energy, data, method=...)`` runs any of them; ``evaluate_2d`` scores a learned 2-D density exactly.
@@ -34,9 +35,11 @@ from .joint import JointEmbedding, VarianceCovariance, embedding_collapse, varia
 from .loop import TrainResult, fit
 from .regularized import (
     KMeansObjective,
+    LatentFreeEnergy,
     SparseCodingObjective,
     VAEObjective,
     kmeans_loss,
+    latent_free_energy_loss,
     sparse_coding_loss,
     vae_loss,
 )
@@ -49,5 +52,5 @@ __all__ = [
     "kmeans_loss", "sparse_coding_loss", "vae_loss", "evaluate_2d", "mmd", "grid_samples",
     "JointEmbedding", "VarianceCovariance", "variance_covariance_loss", "embedding_collapse",
     "GeneratorNegatives", "FlowGenerator", "generator_negatives_loss",
-    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks",
+    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks", "LatentFreeEnergy", "latent_free_energy_loss",
 ]

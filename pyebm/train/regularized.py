@@ -20,10 +20,11 @@ from torch import nn
 
 from ..diagnostics import check_beta
 from ..inference.registry import positive_int
+from ..latent import free_energy
 from .base import Objective, global_rng_from, randn, register_objective, single
 
-__all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "KMeansObjective", "SparseCodingObjective",
-           "VAEObjective"]
+__all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "latent_free_energy_loss", "KMeansObjective",
+           "SparseCodingObjective", "VAEObjective", "LatentFreeEnergy"]
 
 
 def kmeans_loss(energies: torch.Tensor, beta: float = math.inf) -> torch.Tensor:
@@ -54,6 +55,27 @@ def vae_loss(energy, data: torch.Tensor, loc: torch.Tensor, log_scale: torch.Ten
     z = loc + log_scale.exp() * eps
     log_q = (-0.5 * eps**2 - log_scale - 0.5 * math.log(2 * math.pi)).sum(-1)
     return (energy(data, z) + log_q).mean()
+
+
+def latent_free_energy_loss(energy, batch: torch.Tensor | tuple, latent, beta: float = math.inf,
+                            steps: int = 100) -> torch.Tensor:
+    r"""Mean free energy of the batch over a latent, :math:`\overline{F_\beta}` with
+    :math:`F_\beta = -\frac1\beta\log\int e^{-\beta E(\text{batch}, z)}dz` (:func:`pyebm.free_energy`).
+
+    ``energy(*batch, z=...)`` (a tuple batch is unpacked: pairs ``(x, y)`` for a conditional energy). ``latent`` is
+    a tensor of discrete support points along dim 0 (exact: each is broadcast over the batch as ``z``), or a dict
+    ``{name: shape}`` of continuous latents (one per example, minimised by Newton's method from zero; Laplace at
+    finite β). Gradients in the energy's parameters are exact (envelope theorem and implicit differentiation).
+    """
+    parts = (batch,) if isinstance(batch, torch.Tensor) else tuple(batch)
+    if isinstance(latent, torch.Tensor):
+        n = len(parts[0])
+
+        def support_energies(points):
+            return torch.stack([energy(*parts, z=p.expand(n, *p.shape)) for p in points])
+
+        return free_energy(support_energies, latent, beta).mean()
+    return free_energy(lambda **z: energy(*parts, **z), dict(latent), beta, steps=steps).mean()
 
 
 @register_objective("kmeans")
@@ -155,3 +177,33 @@ class VAEObjective(Objective):
         x = single(batch, self.name)
         loc, log_scale = state.encoder(x)
         return vae_loss(energy, x, loc, log_scale, randn(loc.shape, loc, generator)), len(x)
+
+
+@register_objective("free_energy")
+@dataclasses.dataclass
+class LatentFreeEnergy(Objective):
+    r"""Any energy :math:`E(x, z)` (or a conditional :math:`E(x, y, z)` on pairs) trained by the free energy of
+    the data over its latent (:func:`latent_free_energy_loss`): ``latent`` a tensor of discrete support points or a
+    dict ``{name: shape}`` of continuous latents; ``beta=inf`` minimises over the latent (the latent-variable
+    reading of k-means and sparse coding), finite β marginalises.
+
+    No negatives: only the latent's limited capacity keeps the energy from being low everywhere. Too much capacity
+    (a continuous latent as large as the data, no penalty) lets every point be reconstructed, and the energy
+    collapses to a constant: measure it by comparing the free energy of the data with that of off-data points.
+    """
+
+    latent: object = None
+    beta: float = math.inf
+    steps: int = 100
+
+    def check(self) -> None:
+        if not (isinstance(self.latent, torch.Tensor) or isinstance(self.latent, dict) and self.latent):
+            raise ValueError("method 'free_energy' needs `latent`: a tensor of discrete support points (e.g. "
+                             "torch.eye(2) for a choice of two) or a dict of continuous latent shapes ({'z': 2}).")
+        check_beta(self.beta, allow_zero=False, allow_inf=True, name="LatentFreeEnergy: beta")
+        positive_int("LatentFreeEnergy", "steps", self.steps)
+        super().check()
+
+    def loss(self, energy, batch, state, generator):
+        n = len(batch) if isinstance(batch, torch.Tensor) else len(batch[0])
+        return latent_free_energy_loss(energy, batch, self.latent, self.beta, self.steps), n
