@@ -6,6 +6,7 @@ knows its exact :math:`\log Z(\beta)`, mean and covariance. Inputs have shape ``
 shape ``batch``.
 """
 
+from .classifier import ClassifierEnergy
 from .latent import Ellipse, KMeans, SparseCoding
 from .networks import GaussianDecoder, MLPEnergy
 from .reconstruction import DenoisingAutoencoder, MaskedReconstruction
@@ -27,5 +28,5 @@ __all__ = [
     "ReferenceEnergy", "Gaussian", "Banana", "DoubleWell", "PhiFour", "Ring", "Funnel", "GaussianMixture",
     "GridDensity", "grid_density", "KMeans", "Ellipse", "SparseCoding",
     "Target2D", "EightGaussians", "TwoMoons", "Rings", "Checkerboard", "MLPEnergy", "GaussianDecoder",
-    "DenoisingAutoencoder", "MaskedReconstruction",
+    "DenoisingAutoencoder", "MaskedReconstruction", "ClassifierEnergy",
 ]

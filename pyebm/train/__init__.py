@@ -11,6 +11,7 @@ train :math:`\theta` honestly:
 * generator negatives (:mod:`~pyebm.train.generator`): ``"generator"``, a GAN read as a contrastive EBM;
 * regularized latent variables (:mod:`~pyebm.train.regularized`): ``"sparse_coding"``, ``"kmeans"``, ``"vae"``,
   and ``"free_energy"`` for any energy with a discrete or continuous latent;
+* a classifier as an energy over (input, label) (:mod:`~pyebm.train.jem`): ``"jem"``;
 * joint embeddings (:mod:`~pyebm.train.joint`): ``"infonce"`` versus ``"variance_covariance"`` (no negatives).
 
 ``fit(energy, data, method=...)`` runs any of them; ``evaluate_2d`` scores a learned 2-D density exactly.
@@ -31,6 +32,7 @@ from .contrastive import (
 from .denoising import DAE, Masked, dae_loss, masked_loss, random_masks
 from .evaluate import evaluate_2d, grid_samples, mmd
 from .generator import FlowGenerator, GeneratorNegatives, generator_negatives_loss
+from .jem import JEM
 from .joint import JointEmbedding, VarianceCovariance, embedding_collapse, variance_covariance_loss
 from .loop import TrainResult, fit
 from .regularized import (
@@ -52,5 +54,5 @@ __all__ = [
     "kmeans_loss", "sparse_coding_loss", "vae_loss", "evaluate_2d", "mmd", "grid_samples",
     "JointEmbedding", "VarianceCovariance", "variance_covariance_loss", "embedding_collapse",
     "GeneratorNegatives", "FlowGenerator", "generator_negatives_loss",
-    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks", "LatentFreeEnergy", "latent_free_energy_loss",
+    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks", "LatentFreeEnergy", "latent_free_energy_loss", "JEM",
 ]

@@ -131,6 +131,7 @@ class LangevinOptions:
     noise_scale: float = 1.0
     grad_clip: float | None = None
     metropolis: bool = False
+    bounds: tuple | None = None
 
     def check(self) -> None:
         owner = type(self).__name__
@@ -138,6 +139,8 @@ class LangevinOptions:
         positive_float(owner, "step_size", self.step_size)
         positive_float(owner, "noise_scale", self.noise_scale, allow_zero=True)
         positive_float(owner, "grad_clip", self.grad_clip, allow_none=True)
+        if self.bounds is not None and not (len(self.bounds) == 2 and self.bounds[0] < self.bounds[1]):
+            raise ValueError(f"{owner}: bounds must be (low, high) with low < high, got {self.bounds!r}.")
         getattr(super(), "check", lambda: None)()
 
     def run(self, energy: Callable, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -152,8 +155,8 @@ class LangevinOptions:
                     "below).")
 
         def step(state):
-            return langevin_step(state, energy, self.step_size, noise_scale=self.noise_scale,
-                                 grad_clip=self.grad_clip, metropolis=self.metropolis, generator=generator)
+            return langevin_step(state, energy, self.step_size, noise_scale=self.noise_scale, grad_clip=self.grad_clip,
+                                 bounds=self.bounds, metropolis=self.metropolis, generator=generator)
 
         with frozen(net):
             state, _ = run_chains(step, langevin_init(energy, x0), self.k, describe=describe)

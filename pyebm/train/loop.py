@@ -119,7 +119,7 @@ def fit(
         Training examples along the first dimension; pairs ``(x, y)`` for ``"infonce"``, ``(x, labels)`` for a
         labelled ``"margin"``.
     method : str or objective
-        ``"cd"``, ``"pcd"``, ``"nce"``, ``"margin"``, ``"infonce"``, ``"dsm"``, ``"ssm"``, ``"dae"``, ``"masked"``, ``"sparse_coding"``, ``"free_energy"``,
+        ``"cd"``, ``"pcd"``, ``"nce"``, ``"margin"``, ``"infonce"``, ``"dsm"``, ``"ssm"``, ``"dae"``, ``"masked"``, ``"sparse_coding"``, ``"free_energy"``, ``"jem"``,
         ``"kmeans"``, ``"vae"``, or a configured object (``pyebm.train.CD(k=50)``). ``options`` set the objective's
         fields (``fit(e, x, "dsm", sigma=0.05)``).
     steps : int
