@@ -200,7 +200,14 @@ class ReplayBuffer:
         return idx, x
 
     def update(self, indices: torch.Tensor, positions: torch.Tensor) -> None:
-        self.buffer[indices] = positions.detach().to(self.buffer.dtype)
+        """Write ``positions`` back at ``indices``; where an index repeats (``sample`` draws with replacement) the
+        last occurrence wins, as in a loop (a plain indexed assignment leaves the winner unspecified, and runs with
+        the same seed would differ)."""
+        order = torch.arange(len(indices), device=indices.device)
+        last = torch.full((len(self),), -1, dtype=order.dtype, device=indices.device)
+        last = last.scatter_reduce(0, indices, order, reduce="amax")
+        keep = last[indices] == order
+        self.buffer[indices[keep]] = positions.detach()[keep].to(self.buffer.dtype)
 
     def state_dict(self) -> dict:
         return {"buffer": self.buffer.clone(), "generator": self.generator.get_state()}

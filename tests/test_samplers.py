@@ -91,3 +91,26 @@ def test_replay_buffer_samples_updates_and_reinitialises():
     fresh = ReplayBuffer(100, lambda k, g: torch.full((k, 2), 7.0), reinit_prob=1.0, seed=0)
     fresh.update(torch.arange(100), torch.zeros(100, 2))
     assert (fresh.sample(5)[1] == 7.0).all()
+
+
+def test_replay_buffer_update_with_repeated_indices_keeps_the_last_write():
+    # sample() draws with replacement; a plain indexed assignment with repeats leaves the winner unspecified, which
+    # made PCD runs with one seed differ from each other
+    buffer = ReplayBuffer(5, lambda n, g: torch.zeros(n, 1), reinit_prob=0.0, seed=0)
+    buffer.update(torch.tensor([1, 3, 1, 1]), torch.tensor([[1.0], [2.0], [3.0], [4.0]]))
+    assert buffer.buffer[:, 0].tolist() == [0.0, 4.0, 0.0, 2.0, 0.0]
+
+
+def test_pcd_runs_with_one_seed_are_identical():
+    from pyebm.energies import MLPEnergy
+    from pyebm.train import fit
+
+    x = torch.rand(300, 8, generator=torch.Generator().manual_seed(0))
+
+    def run():
+        torch.manual_seed(0)
+        energy = MLPEnergy(8, (32,))
+        fit(energy, x, "pcd", buffer_size=300, steps=20, batch_size=128, seed=0, progress=False)
+        return torch.cat([p.detach().flatten() for p in energy.parameters()])
+
+    assert torch.equal(run(), run())
