@@ -71,8 +71,10 @@ def latent_free_energy_loss(energy, batch: torch.Tensor | tuple, latent, beta: f
     if isinstance(latent, torch.Tensor):
         n = len(parts[0])
 
-        def support_energies(points):
-            return torch.stack([energy(*parts, z=p.expand(n, *p.shape)) for p in points])
+        def support_energies(points):  # one call on every (support point, example) pair: batch K * n
+            k = len(points)
+            tiled = [p.repeat(k, *([1] * (p.dim() - 1))) for p in parts]
+            return energy(*tiled, z=points.repeat_interleave(n, 0)).reshape(k, n)
 
         return free_energy(support_energies, latent, beta).mean()
     return free_energy(lambda **z: energy(*parts, **z), dict(latent), beta, steps=steps).mean()
