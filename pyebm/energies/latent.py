@@ -80,16 +80,20 @@ class Ellipse(Energy):
         return torch.linspace(0, 2 * math.pi, num + 1, dtype=dtype)[:-1]
 
     def distance_squared(self, x: torch.Tensor, num: int = 20000) -> torch.Tensor:
-        """Squared distance to the ellipse by a dense search over ``num`` angles, refined by Newton steps."""
+        """Squared distance to the ellipse by a dense search over ``num`` angles (in chunks of points, so memory
+        stays near 2e7 grid values), refined by Newton steps."""
         theta = self._angles(num, torch.float64)
         x64 = x.double()
-        e = self(x64[..., None, :], theta)
-        t = theta[e.argmin(-1)].clone()
-        for _ in range(5):  # Newton on dE/dθ from the best grid angle
-            t = t.requires_grad_(True)
-            (g,) = torch.autograd.grad(self(x64, t).sum(), t, create_graph=True)
-            (h,) = torch.autograd.grad(g.sum(), t)
-            t = (t - g / h).detach()
+        flat = x64.reshape(-1, 2)
+        chunk = max(1, 20_000_000 // num)
+        best = torch.cat([self(part[:, None, :], theta).argmin(-1) for part in flat.split(chunk)])
+        t = theta[best].reshape(x64.shape[:-1]).clone()
+        with torch.enable_grad():  # Newton on dE/dθ from the best grid angle (also under torch.no_grad)
+            for _ in range(5):
+                t = t.detach().requires_grad_(True)
+                (g,) = torch.autograd.grad(self(x64.detach(), t).sum(), t, create_graph=True)
+                (h,) = torch.autograd.grad(g.sum(), t)
+                t = (t - g / h).detach()
         return self(x64, t)
 
     def free_energy_exact(self, x: torch.Tensor, beta: float, num: int = 20000) -> torch.Tensor:
