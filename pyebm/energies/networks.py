@@ -10,11 +10,21 @@ from torch import nn
 
 from ..energy import Energy
 
-__all__ = ["MLPEnergy", "GaussianDecoder"]
+__all__ = ["MLPEnergy", "GaussianDecoder", "mlp"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
 _ACTIVATIONS = {"silu": nn.SiLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "elu": nn.ELU}
+
+
+def mlp(dim_in: int, dim_out: int, hidden: Sequence[int] = (), activation: type[nn.Module] = nn.SiLU) -> nn.Sequential:
+    """A fully connected network ``dim_in -> hidden... -> dim_out`` with ``activation`` between layers (``hidden=()``:
+    one linear layer); the building block of the network energies and the examples' decoders."""
+    layers, width = [], dim_in
+    for h in hidden:
+        layers += [nn.Linear(width, h), activation()]
+        width = h
+    return nn.Sequential(*layers, nn.Linear(width, dim_out))
 
 
 class MLPEnergy(Energy):
@@ -37,11 +47,7 @@ class MLPEnergy(Energy):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}.")
-        layers, width = [], dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
-            width = h
-        self.net = nn.Sequential(*layers, nn.Linear(width, 1))
+        self.net = mlp(dim, 1, hidden, _ACTIVATIONS[activation])
         self.confine = float(confine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,11 +69,7 @@ class GaussianDecoder(Energy):
 
     def __init__(self, latent_dim: int, dim: int, hidden: Sequence[int] = (), noise: float = 1.0):
         super().__init__()
-        layers, width = [], latent_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
-            width = h
-        self.decoder = nn.Sequential(*layers, nn.Linear(width, dim))
+        self.decoder = mlp(latent_dim, dim, hidden)
         self.log_noise = nn.Parameter(torch.tensor(float(noise)).log())
         self.latent_dim, self.dim = latent_dim, dim
 

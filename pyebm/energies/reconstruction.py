@@ -24,19 +24,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
 from ..energy import Energy
+from .networks import mlp
 
 __all__ = ["DenoisingAutoencoder", "MaskedReconstruction"]
-
-
-def _mlp(dim_in: int, dim_out: int, hidden: Sequence[int]) -> nn.Sequential:
-    layers, width = [], dim_in
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.SiLU()]
-        width = h
-    return nn.Sequential(*layers, nn.Linear(width, dim_out))
 
 
 class DenoisingAutoencoder(Energy):
@@ -60,7 +52,7 @@ class DenoisingAutoencoder(Energy):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64)):
         super().__init__()
-        self.net = _mlp(dim, dim, hidden)
+        self.net = mlp(dim, dim, hidden)
         self.dim = dim
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +92,7 @@ class MaskedReconstruction(Energy):
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64)):
         super().__init__()
-        self.net = _mlp(2 * dim, dim, hidden)
+        self.net = mlp(2 * dim, dim, hidden)
         self.dim = dim
 
     def reconstruct(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
 
 from ..energies.latent import Ellipse
+from ..energies.networks import mlp
 from ..energy import Energy
 
 __all__ = ["embedding", "sample", "distance", "angles", "AngleDecoder", "off_manifold", "separation", "train_latent",
@@ -75,11 +75,7 @@ class AngleDecoder(Energy):
 
     def __init__(self, dim: int = 2, hidden: Sequence[int] = (64, 64)):
         super().__init__()
-        layers, width = [], 2
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
-            width = h
-        self.net = nn.Sequential(*layers, nn.Linear(width, dim))
+        self.net = mlp(2, dim, hidden)
 
     def curve(self, num: int = 256) -> torch.Tensor:
         """The decoded curve :math:`g_\\phi(\\theta)` at ``num`` angles: ``(num, dim)``."""

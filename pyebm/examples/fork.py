@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
+from ..energies.networks import mlp
 from ..energy import Energy
 
 __all__ = ["sample", "branches", "nearest_branch_distance", "LatentPredictor"]
@@ -82,11 +82,7 @@ class LatentPredictor(Energy):
         super().__init__()
         if penalty < 0:
             raise ValueError(f"penalty must be >= 0, got {penalty}.")
-        layers, width = [], 1
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.SiLU()]
-            width = h
-        self.net = nn.Sequential(*layers, nn.Linear(width, horizon * (1 + latent_dim)))
+        self.net = mlp(1, horizon * (1 + latent_dim), hidden)
         self.horizon, self.latent_dim, self.penalty = horizon, latent_dim, float(penalty)
 
     def predict(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
