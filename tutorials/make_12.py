@@ -32,14 +32,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-import pyebm
 from pyebm.examples import fork
-from pyebm.train import fit, latent_free_energy_loss
+from pyebm.train import fit, latent_free_energy, latent_free_energy_loss
 
 torch.set_default_dtype(torch.float64)
 SMOKE_TEST = "CI" in os.environ  # the test suite runs this notebook with small settings
-STEPS = 150 if SMOKE_TEST else 1000
-INF = float("inf")"""),
+STEPS = 150 if SMOKE_TEST else 1000"""),
     md("""## The data
 
 A car's position $x \\in [0, 1]$ says where in the prediction horizon the road forks; its future lateral positions
@@ -128,14 +126,7 @@ and at dimension 8 every future is reconstructed exactly: the energy is zero eve
 that regularized latent-variable models avoid only by limiting the latent. The slice below shows it: the energy over
 futures $y = u\\,\\hat b + v\\,\\hat e$ at $x = 0.25$, with $\\hat b$ the direction of the upper branch (at $u = \\pm\\lVert
 b\\rVert$ the two branches, at $u = 0$ their average) and $\\hat e$ a unit direction orthogonal to it."""),
-    code("""def f_inf(model, latent, x_, y_):
-    # min_z E(x, y, z) per example: over the support points, or by Newton's method over a continuous latent
-    if isinstance(latent, dict):
-        return pyebm.free_energy(lambda **z: model(x_, y_, **z), latent, INF)
-    return torch.stack([model(x_, y_, s.expand(len(x_), *s.shape)) for s in latent]).min(0).values
-
-
-xq = torch.full((1, 1), 0.25)
+    code("""xq = torch.full((1, 1), 0.25)
 b = fork.branches(xq)[0, 0]
 b_hat = b / b.norm()
 e_hat = torch.ones(8) - (torch.ones(8) @ b_hat) * b_hat
@@ -147,7 +138,8 @@ x_slice = xq.expand(len(slice_futures), 1)
 fig, axes = plt.subplots(1, 4, figsize=(15, 3.4), sharey=True)
 with torch.no_grad():
     for ax, name in zip(axes, ("choice of 1 (no latent)", "choice of 2", "continuous, dim 1", "continuous, dim 8")):
-        F = f_inf(*models[name], x_slice, slice_futures)
+        model, latent = models[name]
+        F = latent_free_energy(model, (x_slice, slice_futures), latent)
         im = ax.contourf(U, V, F.reshape(U.shape), levels=30, cmap="viridis")
         ax.plot([-float(b.norm()), float(b.norm())], [0, 0], "w*", ms=12)
         ax.set(title=name, xlabel="u (along the branch)")

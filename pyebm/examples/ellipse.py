@@ -109,7 +109,7 @@ def train_latent(data: torch.Tensor, steps: int = 600, num_angles: int = 64, hid
     r"""The regularized latent-variable energy: an :class:`AngleDecoder` trained by :math:`F_\infty` over
     ``num_angles`` angles (``fit(..., "free_energy")``, batch 128, Adam 3e-3 decayed to 1.5e-4). Returns the decoder,
     :math:`F_\infty` as a function of ``x`` and the training wall time in seconds."""
-    from ..train import fit
+    from ..train import fit, latent_free_energy
 
     torch.manual_seed(seed)
     decoder = AngleDecoder(data.shape[1], hidden)
@@ -119,11 +119,7 @@ def train_latent(data: torch.Tensor, steps: int = 600, num_angles: int = 64, hid
         progress=False)
     wall = time.perf_counter() - start
 
-    def f_inf(x: torch.Tensor) -> torch.Tensor:
-        k, n = len(support), len(x)
-        return decoder(x.repeat(k, 1), support.repeat_interleave(n, 0)).reshape(k, n).min(0).values
-
-    return decoder, f_inf, wall
+    return decoder, lambda x: latent_free_energy(decoder, x, support), wall
 
 
 def train_contrastive(data: torch.Tensor, ratio: int = 1, steps: int = 600, hidden: Sequence[int] = (64, 64),

@@ -41,6 +41,7 @@ from .regularized import (
     SparseCodingObjective,
     VAEObjective,
     kmeans_loss,
+    latent_free_energy,
     latent_free_energy_loss,
     sparse_coding_loss,
     vae_loss,
@@ -54,5 +55,6 @@ __all__ = [
     "kmeans_loss", "sparse_coding_loss", "vae_loss", "evaluate_2d", "mmd", "grid_samples",
     "JointEmbedding", "VarianceCovariance", "variance_covariance_loss", "embedding_collapse",
     "GeneratorNegatives", "FlowGenerator", "generator_negatives_loss",
-    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks", "LatentFreeEnergy", "latent_free_energy_loss", "JEM",
+    "DAE", "Masked", "dae_loss", "masked_loss", "random_masks", "LatentFreeEnergy", "latent_free_energy",
+    "latent_free_energy_loss", "JEM",
 ]

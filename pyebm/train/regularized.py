@@ -23,7 +23,8 @@ from ..inference.registry import positive_int
 from ..latent import free_energy
 from .base import Objective, global_rng_from, randn, register_objective, single
 
-__all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "latent_free_energy_loss", "KMeansObjective",
+__all__ = ["kmeans_loss", "sparse_coding_loss", "vae_loss", "latent_free_energy", "latent_free_energy_loss",
+           "KMeansObjective",
            "SparseCodingObjective", "VAEObjective", "LatentFreeEnergy"]
 
 
@@ -57,10 +58,10 @@ def vae_loss(energy, data: torch.Tensor, loc: torch.Tensor, log_scale: torch.Ten
     return (energy(data, z) + log_q).mean()
 
 
-def latent_free_energy_loss(energy, batch: torch.Tensor | tuple, latent, beta: float = math.inf,
-                            steps: int = 100) -> torch.Tensor:
-    r"""Mean free energy of the batch over a latent, :math:`\overline{F_\beta}` with
-    :math:`F_\beta = -\frac1\beta\log\int e^{-\beta E(\text{batch}, z)}dz` (:func:`pyebm.free_energy`).
+def latent_free_energy(energy, batch: torch.Tensor | tuple, latent, beta: float = math.inf,
+                       steps: int = 100) -> torch.Tensor:
+    r"""The free energy of each example over a latent, :math:`F_\beta = -\frac1\beta\log\int e^{-\beta
+    E(\text{example}, z)}dz` (:func:`pyebm.free_energy`): shape ``(n,)``.
 
     ``energy(*batch, z=...)`` (a tuple batch is unpacked: pairs ``(x, y)`` for a conditional energy). ``latent`` is
     a tensor of discrete support points along dim 0 (exact: each is broadcast over the batch as ``z``), or a dict
@@ -76,8 +77,14 @@ def latent_free_energy_loss(energy, batch: torch.Tensor | tuple, latent, beta: f
             tiled = [p.repeat(k, *([1] * (p.dim() - 1))) for p in parts]
             return energy(*tiled, z=points.repeat_interleave(n, 0)).reshape(k, n)
 
-        return free_energy(support_energies, latent, beta).mean()
-    return free_energy(lambda **z: energy(*parts, **z), dict(latent), beta, steps=steps).mean()
+        return free_energy(support_energies, latent, beta)
+    return free_energy(lambda **z: energy(*parts, **z), dict(latent), beta, steps=steps)
+
+
+def latent_free_energy_loss(energy, batch: torch.Tensor | tuple, latent, beta: float = math.inf,
+                            steps: int = 100) -> torch.Tensor:
+    r"""The mean of :func:`latent_free_energy` over the batch: the training loss of ``fit(..., "free_energy")``."""
+    return latent_free_energy(energy, batch, latent, beta, steps).mean()
 
 
 @register_objective("kmeans")
