@@ -19,8 +19,8 @@ import numpy as np
 from ..diagnostics import InferenceError
 from ..ops import ArrayOps
 
-__all__ = ["Structure", "DensePrecision", "DenseCovariance", "Diagonal", "positive_definite", "PROVIDERS",
-           "MAX_DENSE_BYTES"]
+__all__ = ["Structure", "DensePrecision", "DenseCovariance", "Diagonal", "positive_definite", "positive_diagonal",
+           "PROVIDERS", "MAX_DENSE_BYTES"]
 
 #: a dense D x D curvature above this many bytes is refused before it is allocated
 MAX_DENSE_BYTES = 4 * 2**30
@@ -242,15 +242,21 @@ def full_hessian(potential: Callable, u, ops: ArrayOps, what: str, labels=None, 
 def diagonal_hessian(potential: Callable, u, ops: ArrayOps, what: str, labels=None, hessian=None) -> Diagonal:
     """The exact Hessian's diagonal by Hessian-vector products (memory O(D) per chunk), checked positive."""
     h = ops.diagonal(hessian) if hessian is not None else ops.hessian_diagonal(potential, u)
+    return positive_diagonal(h, ops, what, labels)
+
+
+def positive_diagonal(h, ops: ArrayOps, what: str, labels=None, part: str = "the Hessian diagonal") -> Diagonal:
+    """A (batch of) diagonal precision(s) ``h`` as a :class:`Diagonal`, or :class:`pyebm.InferenceError` naming the
+    first coordinate where it is not positive."""
     hn = np.asarray(ops.to_numpy(h), dtype=np.float64)
     if not np.isfinite(hn).all():
-        raise InferenceError(f"{what}: the Hessian diagonal has non-finite entries: the energy is not twice "
+        raise InferenceError(f"{what}: {part} has non-finite entries: the energy is not twice "
                              "differentiable at the minimum.")
     if (hn <= 0).any():
         i = np.unravel_index(int(np.argmin(hn)), hn.shape)[-1]
         name = labels[i] if labels else f"u[{i}]"
         kind = "a saddle (negative curvature)" if hn.reshape(-1).min() < 0 else "a flat direction (zero curvature)"
-        raise InferenceError(f"{what}: the Hessian diagonal is not positive at {name} ({hn.reshape(-1).min():.3g}): "
+        raise InferenceError(f"{what}: {part} is not positive at {name} ({hn.reshape(-1).min():.3g}): "
                              f"{kind}, where no Gaussian fits. Add a prior that curves it, or sample with method='nuts'.")
     return Diagonal.from_precision(h, ops)
 

@@ -21,13 +21,16 @@ Hessian at weights that are not exactly a minimum. For a model linear in :math:`
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.subsample_messenger import _Subsample
 from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poisson
 
 from ..ops import HVP_BUDGET
-from .curvature import MAX_DENSE_BYTES
+from .curvature import MAX_DENSE_BYTES, check_dense_size, positive_definite, positive_diagonal
+from .factored import LowRank
 from .pyro_backend import conditioned_trace
 
 __all__ = ["gauss_newton", "softmax_fisher", "KNOWN_LINKS"]
@@ -82,73 +85,48 @@ def _site_weight(node) -> torch.Tensor | float:
     return w
 
 
-def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, what: str = "Laplace"):
-    """The dense GGN ``(D, D)`` of the potential of ``model(*args, **kwargs)`` at the point ``u`` (``(D,)``,
-    unconstrained) and the names of the observation sites whose link it used. A ValueError says why where the model
-    has no observation of a known family."""
-    sites = potential.sites
-    latent = {s.name for s in sites}  # conditioned on the point, so observed in the trace: priors, not observations
+def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, what: str = "Laplace",
+                 structure: str = "full", rank: int = 100, labels: list[str] | None = None):
+    r"""The GGN of the potential of ``model(*args, **kwargs)`` at the point ``u`` (``(D,)``, unconstrained) in a
+    ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite) and the names of the
+    observation sites whose link it used. A ValueError says why where the model has no observation of a known family.
 
-    def known(trace) -> dict:
-        out = {}
-        for name, node in trace.nodes.items():
-            if node["type"] == "sample" and node["is_observed"] and name not in latent:
-                declared = (node.get("infer") or {}).get("ggn")
-                if declared is not None:  # an energy factor that gives its natural parameters (energy_factor)
-                    fn, beta = declared
-                    out[name] = (fn(), beta * _site_weight(node))
-                    continue
-                parts = _natural(node["fn"])
-                if parts is not None:
-                    out[name] = (parts, _site_weight(node))
-        return out
+    ``"full"``: dense ``D x D``; ``"diag"``: its diagonal, accumulated from chunks of Jacobian rows (memory: a chunk
+    times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
+    curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` layer (:mod:`pyebm.inference.kfac`).
+    """
+    from .kfac import LayerRecorder, kronecker
 
-    with torch.enable_grad():  # one run of the model: the natural parameters and the rest, with their graphs
+    recorder = LayerRecorder() if structure == "kron" else None
+    with torch.enable_grad(), recorder or nullcontext():  # one run of the model, its graphs kept
         v = u.detach().requires_grad_(True)
         unconstrained = potential.unpack(v)  # every site, held coordinates included
-        trace, values = conditioned_trace(model, args, kwargs, sites, unconstrained)
-        discrete = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and not nd["is_observed"]
-                    and not isinstance(nd["fn"], _Subsample)]
-        if discrete:
-            raise ValueError(f"{what}: hessian='ggn' takes models whose latent sites are all continuous; {discrete} "
-                             "would be drawn at random in the trace. Use hessian='full' (it sums them out).")
-        parts = known(trace)
-        if not parts:
-            observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]
-                        and n not in latent]
-            raise ValueError(
-                f"{what}: hessian='ggn' needs an observed site (pyro.sample(..., obs=...)) of a family whose link it "
-                f"knows ({', '.join(KNOWN_LINKS)}), or an energy factor that declares its natural parameters "
-                f"(energy_factor(..., gauss_newton=...), as pyebm.ttt.supervised energies do); this model's observed "
-                f"sites are {observed or 'none'}. Use hessian='full'.")
+        trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
+        parts = _known_links(trace, {s.name for s in potential.sites}, what)
         rest = v.new_zeros(())
         for name, node in trace.nodes.items():
             if node["type"] == "sample" and name not in parts:
                 rest = rest - node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
-        for s in sites:
+        for s in potential.sites:
             if not s.on_reals:
                 rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
-        eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
-        dim, m = v.shape[-1], eta.numel()
-        _check_size(m, dim, v, what)
-        ggn = _rows(rest, v, dim, rest_graph=True)  # the rest's exact Hessian: its gradient's graph, differentiated
-        jac = _rows(eta, v, m)  # (M, D), one batched backward pass per chunk of outputs
-    start = 0
-    for pieces, weight in parts.values():
-        for e, fisher, blocks in pieces:
-            j = jac[start : start + e.numel()]
-            start += e.numel()
-            fisher = fisher.detach()
-            if blocks:
-                c = e.shape[-1]
-                w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
-                f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
-                jb = j.reshape(-1, c, dim)
-                ggn = ggn + torch.einsum("ncd,nce,nek->dk", jb, f, jb)
-            else:
-                f = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, 1)
-                ggn = ggn + j.T @ (f * j)
-    return 0.5 * (ggn + ggn.T), list(parts)
+        roots = Roots(parts)
+        dim = v.shape[-1]
+        if structure == "kron":
+            return kronecker(recorder, trace, potential, v, roots, rest, what), list(parts)
+        if structure == "full":
+            check_dense_size(dim, 1, v.element_size(), what)
+            ggn = _rows(rest, v, dim, rest_graph=True)  # the rest's exact Hessian
+            for rows in roots.jacobian_rows(v):
+                ggn.addmm_(rows.T, rows)
+            ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
+            return ggn, list(parts)
+        rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what)
+        if structure == "diag":
+            for rows in roots.jacobian_rows(v):
+                rest_diag = rest_diag + (rows**2).sum(0)
+            return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts)
+        return _low_rank(roots, v, rest_diag, rank, potential.ops, what, labels), list(parts)
 
 
 def _rows(y: torch.Tensor, v: torch.Tensor, count: int, rest_graph: bool = False) -> torch.Tensor:
@@ -170,10 +148,138 @@ def _rows(y: torch.Tensor, v: torch.Tensor, count: int, rest_graph: bool = False
     return out
 
 
-def _check_size(outputs: int, dim: int, like: torch.Tensor, what: str) -> None:
-    """Refuse a Jacobian ``(outputs, D)`` or a GGN ``(D, D)`` above :data:`MAX_DENSE_BYTES`, before allocating."""
-    need = max(outputs, dim) * dim * like.element_size()
+def _known_links(trace, latent: set, what: str) -> dict:
+    """``{site: (natural parameters with their Fisher, weight)}`` for the observed sites of a known family and the
+    energy factors that declare theirs (``latent``: the conditioned sites, which are priors, not observations)."""
+    discrete = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and not nd["is_observed"]
+                and not isinstance(nd["fn"], _Subsample)]
+    if discrete:
+        raise ValueError(f"{what}: hessian='ggn' takes models whose latent sites are all continuous; {discrete} "
+                         "would be drawn at random in the trace. Use hessian='full' (it sums them out).")
+    out = {}
+    for name, node in trace.nodes.items():
+        if node["type"] == "sample" and node["is_observed"] and name not in latent:
+            declared = (node.get("infer") or {}).get("ggn")
+            if declared is not None:  # an energy factor that gives its natural parameters (energy_factor)
+                fn, beta = declared
+                out[name] = (fn(), beta * _site_weight(node))
+                continue
+            parts = _natural(node["fn"])
+            if parts is not None:
+                out[name] = (parts, _site_weight(node))
+    if not out:
+        observed = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and nd["is_observed"]
+                    and n not in latent]
+        raise ValueError(
+            f"{what}: hessian='ggn' needs an observed site (pyro.sample(..., obs=...)) of a family whose link it "
+            f"knows ({', '.join(KNOWN_LINKS)}), or an energy factor that declares its natural parameters "
+            f"(energy_factor(..., gauss_newton=...), as pyebm.ttt.supervised energies do); this model's observed "
+            f"sites are {observed or 'none'}. Use hessian='full'.")
+    return out
+
+
+class Roots:
+    r"""The GGN's Fisher :math:`\Lambda` as square-root rows, :math:`\Lambda = \sum_r c_r c_r^\top`: one per
+    observation element (:math:`\sqrt{f}`) or, for a categorical, one per nonzero eigenvalue of each example's
+    :math:`\mathrm{diag}(p) - pp^\top`. The rows of :math:`L^\top J` are then Jacobian-vector products of the natural
+    parameters with these cotangents, made in chunks by batched backward passes; rows with zero weight (masked
+    observations, a softmax's null direction) are dropped.
+    """
+
+    def __init__(self, parts: dict):
+        self.eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
+        self.pieces = []  # (positions (R, w) into eta, weights (R, w))
+        start = 0
+        for pieces, weight in parts.values():
+            for e, fisher, blocks in pieces:
+                fisher = fisher.detach()
+                if blocks:
+                    c = e.shape[-1]
+                    w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
+                    f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
+                    lam, Q = torch.linalg.eigh(f)
+                    cols = (Q * lam.clamp_min(0).sqrt()[:, None, :]).transpose(1, 2).reshape(-1, c)  # (n*c, c)
+                    pos = start + torch.arange(f.shape[0] * c, device=f.device).reshape(-1, c)
+                    pos = pos.repeat_interleave(c, 0)
+                    keep = lam.reshape(-1) > 1e-12 * lam.abs().amax(-1).repeat_interleave(c).clamp_min(1e-300)
+                else:
+                    f = torch.broadcast_to(fisher * weight, e.shape).reshape(-1)
+                    cols = f.clamp_min(0).sqrt()[:, None]
+                    pos = start + torch.arange(e.numel(), device=f.device)[:, None]
+                    keep = f > 0
+                self.pieces.append((pos[keep], cols[keep]))
+                start += e.numel()
+        self.count = sum(len(p) for p, _ in self.pieces)
+
+    def cotangents(self, dim: int):
+        """Chunks ``(k, M)`` of the cotangents, ``k`` sized so that ``k`` rows of ``D`` fit the HVP budget."""
+        size = max(1, min(self.count, HVP_BUDGET // max(dim, self.eta.numel(), 1)))
+        for pos, cols in self.pieces:
+            for first in range(0, len(pos), size):
+                p, c = pos[first : first + size], cols[first : first + size]
+                cot = self.eta.new_zeros(len(p), self.eta.numel())
+                cot.scatter_(1, p, c.to(cot.dtype))
+                yield cot
+
+    def jacobian_rows(self, v: torch.Tensor):
+        r"""Chunks ``(k, D)`` of the rows of :math:`L^\top J`, whose Gram matrix is :math:`J^\top\Lambda J`."""
+        for cot in self.cotangents(v.shape[-1]):
+            (rows,) = torch.autograd.grad(self.eta, v, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
+                                          allow_unused=True)
+            yield v.new_zeros(len(cot), v.shape[-1]) if rows is None else rows.detach()
+
+
+def rest_diagonal(rest: torch.Tensor, v: torch.Tensor, exact: bool, what: str) -> torch.Tensor:
+    """The diagonal of the rest's Hessian. Priors are usually elementwise, so two Hessian-vector products tell it
+    (``H 1`` is the diagonal if ``H z = (H 1) z`` for a random ``z``); otherwise ``exact`` takes it by D products in
+    chunks, and a structure that needs a diagonal rest refuses."""
+    (g,) = torch.autograd.grad(rest, v, create_graph=True, allow_unused=True)
+    if g is None or not g.requires_grad:
+        return v.new_zeros(v.shape[-1])
+    z = torch.randn(v.shape[-1], generator=torch.Generator(device=v.device).manual_seed(0), dtype=v.dtype,
+                    device=v.device)
+    ones_z = torch.stack([torch.ones_like(z), z])
+    (hv,) = torch.autograd.grad(g, v, grad_outputs=ones_z, is_grads_batched=True, retain_graph=True,
+                                allow_unused=True)
+    if hv is None:
+        return v.new_zeros(v.shape[-1])
+    d, hz = hv[0].detach(), hv[1].detach()
+    if torch.allclose(hz, d * z, rtol=1e-6, atol=1e-9 * float(d.abs().max().clamp_min(1.0))):
+        return d
+    if not exact:
+        raise ValueError(f"{what}: this structure of the GGN needs the curvature of the priors (and other terms "
+                         "outside the observations) to be elementwise, as independent priors on the weights are; it "
+                         "couples coordinates here. Use structure='full' or 'diag'.")
+    out = v.new_empty(v.shape[-1])
+    size = max(1, min(v.shape[-1], HVP_BUDGET // max(v.shape[-1], 1)))
+    for first in range(0, v.shape[-1], size):
+        idx = torch.arange(first, min(first + size, v.shape[-1]), device=v.device)
+        basis = v.new_zeros(len(idx), v.shape[-1])
+        basis[torch.arange(len(idx)), idx] = 1.0
+        (hv,) = torch.autograd.grad(g, v, grad_outputs=basis, is_grads_batched=True, retain_graph=True)
+        out[idx] = hv[torch.arange(len(idx)), idx].detach()
+    return out
+
+
+def _low_rank(roots: Roots, v: torch.Tensor, rest_diag: torch.Tensor, rank: int, ops, what: str, labels):
+    r"""The top ``rank`` eigenpairs of :math:`J^\top\Lambda J = R^\top R` from the singular vectors of the rows
+    :math:`R` (``count x D``, held; exact thin SVD up to 2048 on the short side, else randomised with a fixed seed),
+    plus the rest's diagonal, which must be positive (a proper prior on every coordinate)."""
+    need = roots.count * v.shape[-1] * v.element_size()
     if need > MAX_DENSE_BYTES:
-        raise MemoryError(f"{what}: hessian='ggn' needs a {outputs} x {dim} Jacobian and a {dim} x {dim} curvature, "
-                          f"{need / 2**30:.1f} GiB (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); use fewer latents "
-                          "(a last layer) or fewer observations.")
+        raise MemoryError(f"{what}: the low-rank GGN holds the {roots.count} x {v.shape[-1]} rows of its square "
+                          f"root, {need / 2**30:.1f} GiB (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); use "
+                          "structure='kron' or 'diag', or fewer observations.")
+    rows = torch.cat(list(roots.jacobian_rows(v)))
+    diag = positive_diagonal(rest_diag, ops, what, labels, part="the prior's (rest's) curvature, which the low-rank "
+                             "structure adds to the data's,")
+    k = min(rank, *rows.shape)
+    if min(rows.shape) <= 2048:
+        _, S, Vh = torch.linalg.svd(rows, full_matrices=False)
+        V, S = Vh[:k].T, S[:k]
+    else:
+        with torch.random.fork_rng(devices=[v.device] if v.device.type == "cuda" else []):
+            torch.manual_seed(0)
+            _, S, V = torch.svd_lowrank(rows, q=min(k + 10, *rows.shape), niter=4)
+        V, S = V[:, :k], S[:k]
+    return LowRank(diag.precision_form(), V, S**2, ops)

@@ -6,9 +6,9 @@ In the unconstrained space, with :math:`U` the potential (Jacobian included) and
 .. math:: q(u) = \mathcal N(\hat u, H^{-1}), \qquad
           \log Z \approx -U(\hat u) + \tfrac D2 \log 2\pi - \tfrac12 \log\det H .
 
-Both are exact for a quadratic energy under a flat prior. The curvature comes from a provider in a structure
-(:mod:`pyebm.inference.curvature`): ``"full"`` (the exact dense Hessian) or ``"diag"`` (its diagonal by
-Hessian-vector products, memory O(D)).
+Both are exact for a quadratic energy under a flat prior. The curvature is the exact Hessian, dense or its diagonal
+(:mod:`pyebm.inference.curvature`), or the generalised Gauss-Newton, dense, diagonal, Kronecker-factored or low
+rank (:mod:`pyebm.inference.gauss_newton`, :mod:`pyebm.inference.kfac`, :mod:`pyebm.inference.factored`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ from .result import Posterior
 
 __all__ = ["Laplace"]
 
-#: the curvatures Laplace takes: the providers' structures, and the generalised Gauss-Newton (dense)
-HESSIANS = (*PROVIDERS, "ggn")
+#: the curvatures Laplace takes: the exact Hessian ("full", or its "diag"), the generalised Gauss-Newton ("ggn"), and
+#: the GGN's Kronecker-factored and low-rank structures by their own names
+HESSIANS = ("full", "diag", "ggn", "kron", "lowrank")
+
+#: the structures of the GGN (the exact Hessian comes "full" or "diag")
+STRUCTURES = ("full", "diag", "kron", "lowrank")
 
 #: posterior sds from stationary above which a post-hoc point (``at=``) warns
 AT_TOLERANCE = 0.1
@@ -40,11 +44,16 @@ class Laplace(MAP):
     r"""Laplace approximation: MAP plus the curvature at the minimum.
 
     Takes the MAP settings, plus ``hessian``: ``"full"`` (exact, default), ``"diag"`` (its
-    diagonal only: a mean-field Gaussian, never a D x D matrix) or ``"ggn"`` (the generalised Gauss-Newton of a Pyro
-    model's observations of a known family, Normal, Bernoulli, Categorical or Poisson: their Fisher information
-    pulled back through the Jacobian of their natural parameters, exact curvature for the rest; positive definite
-    wherever the prior is proper, the exact Hessian for a model linear in the latents; see
-    :mod:`pyebm.inference.gauss_newton`); ``subset``: a site name, a list of names or a predicate on names, the
+    diagonal only: a mean-field Gaussian, never a D x D matrix, by D Hessian-vector products) or ``"ggn"`` (the
+    generalised Gauss-Newton of a Pyro model's observations of a known family, Normal, Bernoulli, Categorical or
+    Poisson: their Fisher information pulled back through the Jacobian of their natural parameters, exact curvature
+    for the rest; positive definite wherever the prior is proper, the exact Hessian for a model linear in the latents;
+    see :mod:`pyebm.inference.gauss_newton`), and for the GGN a ``structure``: ``"full"`` (dense, default), ``"diag"``
+    (its diagonal, from squares of Jacobian rows: as many backward passes as outputs, never D x D), ``"kron"`` (K-FAC:
+    Kronecker factors per ``nn.Linear`` weight, dense bias blocks, :mod:`pyebm.inference.kfac`) or ``"lowrank"``
+    (the top ``rank`` eigenpairs of the data's GGN plus the prior's diagonal); ``hessian="kron"`` and
+    ``hessian="lowrank"`` are short for the GGN in those structures. ``subset``: a site name, a list of names or a
+    predicate on names, the
     sites whose Gaussian is taken, the others held at the mode (or at ``at``): the conditional posterior of the subset,
     as a last-layer or subnetwork Laplace does (``log_evidence`` is then the subset's, the others fixed); and ``at``: a dict of site values (constrained) at
     which to take the curvature as given, with no optimisation (post-hoc Laplace at trained weights). The gradient
@@ -59,11 +68,18 @@ class Laplace(MAP):
     hessian: str = "full"
     at: dict | None = None
     subset: str | list | Callable | None = None
+    structure: str | None = None
+    rank: int = 100
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.hessian not in HESSIANS:
             raise ValueError(f"Laplace: unknown hessian {self.hessian!r}; choose one of {list(HESSIANS)}.")
+        if self.structure is not None and self.structure not in STRUCTURES:
+            raise ValueError(f"Laplace: unknown structure {self.structure!r}; choose one of {list(STRUCTURES)}.")
+        self.curvature()  # refuse impossible pairs now
+        if int(self.rank) != self.rank or self.rank < 1:
+            raise ValueError(f"Laplace: rank must be an int >= 1, got {self.rank!r}.")
         if not (self.subset is None or callable(self.subset) or isinstance(self.subset, (str, list, tuple))):
             raise TypeError("Laplace: subset must be a site name, a list of names or a predicate name -> bool, got "
                             f"{type(self.subset).__name__}.")
@@ -74,17 +90,35 @@ class Laplace(MAP):
                 raise ValueError("Laplace: give either at= (the curvature there, no optimisation) or init= (where "
                                  "the optimisation starts), not both.")
 
+    def curvature(self) -> tuple[str, str]:
+        """``(curvature, structure)``: ``("exact" | "ggn", "full" | "diag" | "kron" | "lowrank")`` from ``hessian``
+        and ``structure`` (``hessian="diag"`` is the exact Hessian's diagonal; ``"kron"`` and ``"lowrank"`` are the
+        GGN in that structure)."""
+        named = {"full": ("exact", "full"), "diag": ("exact", "diag"), "ggn": ("ggn", "full"),
+                 "kron": ("ggn", "kron"), "lowrank": ("ggn", "lowrank")}[self.hessian]
+        if self.structure is None or self.structure == named[1]:
+            return named
+        if self.hessian == "ggn":
+            return "ggn", self.structure
+        if self.hessian == "full" and self.structure == "diag":
+            return "exact", "diag"
+        raise ValueError(f"Laplace: hessian={self.hessian!r} with structure={self.structure!r} is not a curvature "
+                         "pyebm computes: K-FAC and low rank are structures of the generalised Gauss-Newton "
+                         "(hessian='ggn', structure='kron' | 'lowrank' | 'diag' | 'full'); the exact Hessian comes "
+                         "'full' or 'diag'.")
+
     def refusals(self, backend: str) -> list[str]:
         out = super().refusals(backend)
-        if backend != "pyro" and self.hessian == "ggn":
-            out.append("hessian='ggn' reads the observation sites of a Pyro trace; use the Pyro backend, or "
-                       "hessian='full'.")
+        if backend != "pyro" and self.curvature()[0] == "ggn":
+            out.append(f"hessian={self.hessian!r} reads the observation sites of a Pyro trace (the generalised "
+                       "Gauss-Newton); use the Pyro backend, or hessian='full'.")
         return out
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
+        curvature, form = self.curvature()
         if self.at is None:
             potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True,
-                                         verify=self.hessian == "full")
+                                         verify=(curvature, form) == ("exact", "full"))
             u, energy, hessian, diagnostics = res.u, res.value[0], res.hessian, optim_diagnostics(res)
         else:
             potential = backend.potential(model, args, kwargs, init=self.at, what="Laplace", seed=seed)
@@ -98,14 +132,15 @@ class Laplace(MAP):
         if self.subset is not None:
             potential, u, hessian, grad = _subset(self.subset, potential, u, hessian,
                                                   grad if self.at is not None else None)
-        provider, ggn_sites = PROVIDERS["full" if self.hessian == "ggn" else self.hessian], None
-        if self.hessian == "ggn":
+        ggn_sites = None
+        if curvature == "ggn":
             from .gauss_newton import gauss_newton
 
-            hessian, ggn_sites = gauss_newton(model, args, kwargs, potential, u[0])
-            hessian = hessian[None]
-        structure = provider(lambda v: potential(v, True), u, potential.ops, "Laplace", labels=_labels(potential),
-                             hessian=hessian).index(0)
+            structure, ggn_sites = gauss_newton(model, args, kwargs, potential, u[0], structure=form,
+                                                rank=self.rank, labels=_labels(potential))
+        else:
+            structure = PROVIDERS[form](lambda v: potential(v, True), u, potential.ops, "Laplace",
+                                        labels=_labels(potential), hessian=hessian).index(0)
         if self.at is not None:
             diagnostics = _stationarity(structure, grad[0], float(to_numpy(energy)))
         if ggn_sites:

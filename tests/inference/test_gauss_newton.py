@@ -188,3 +188,194 @@ def test_laplace_over_a_subset_is_the_conditional_gaussian(float64):
         pyebm.infer(model, X, y, method=pyebm.Laplace(subset=["v"]), progress=False)
     with pytest.raises(ValueError, match="selects none"):
         pyebm.infer(model, X, y, method=pyebm.Laplace(subset=lambda n: False), progress=False)
+
+
+# --- structures of the GGN: diagonal, K-FAC, low rank -----------------------------------------------------------
+def _mlp_adaptation(n, kind="cross_entropy", prior_scale=0.7):
+    """A 3-5-2 tanh network (float64) adapted post-hoc on n examples: a function hessian -> Laplace posterior."""
+    from pyebm import ttt
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    x = torch.randn(n, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,)) if kind == "cross_entropy" else torch.randn(n, 2, dtype=torch.float64)
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+
+    def fit(hessian="ggn", **options):
+        return ttt.adapt(net, (x, y), list(trained), ttt.supervised(kind, 0.5),
+                         pyebm.Laplace(at=trained, hessian=hessian, **options), prior_scale=prior_scale,
+                         prior_mean="zero", seed=0)
+
+    return net, x, trained, fit
+
+
+def _blocks(trained):
+    out, start = {}, 0
+    for k, v in trained.items():
+        out[k] = slice(start, start + v.numel())
+        start += v.numel()
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_diagonal_ggn_is_the_dense_ggns_diagonal(float64):
+    """structure='diag' accumulates squares of Jacobian rows (no D x D matrix): equal to the dense GGN's diagonal,
+    and the evidence is the mean-field Gaussian's."""
+    _, _, _, fit = _mlp_adaptation(30)
+    dense, diag = fit("ggn"), fit("ggn", structure="diag")
+    torch.testing.assert_close(diag.diagnostics["hessian"], torch.diagonal(dense.diagnostics["hessian"]),
+                               rtol=1e-12, atol=1e-12)
+    energy = -diag.log_evidence - 0.5 * torch.log(diag.diagnostics["hessian"] / (2 * torch.pi)).sum()
+    assert float(energy) == pytest.approx(-dense.log_evidence - 0.5 * float(
+        torch.logdet(dense.diagnostics["hessian"] / (2 * torch.pi))), abs=1e-9)
+
+
+def test_diagonal_ggn_with_a_correlated_prior_takes_the_priors_diagonal_exactly(float64):
+    """A MultivariateNormal prior couples the weights: the diagonal falls back to Hessian-vector products for the
+    prior's part and still equals the dense GGN's diagonal."""
+    cov = 0.5 * torch.eye(3, dtype=torch.float64) + 0.3
+
+    def model(x, y):
+        w = pyro.sample("w", dist.MultivariateNormal(torch.zeros(3, dtype=torch.float64), cov))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Bernoulli(logits=torch.tanh(x @ w)), obs=y)
+
+    y = data("bernoulli")
+    at = {"w": W}
+    dense = pyebm.infer(model, X, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
+    diag = pyebm.infer(model, X, y, method=pyebm.Laplace(at=at, hessian="ggn", structure="diag"), progress=False)
+    torch.testing.assert_close(diag.diagnostics["hessian"], torch.diagonal(dense.diagnostics["hessian"]),
+                               rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="couples coordinates"):
+        pyebm.infer(model, X, y, method=pyebm.Laplace(at=at, hessian="lowrank"), progress=False)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_is_the_ggns_layer_blocks_for_one_example(float64):
+    """With one example, B (x) A is exactly each weight's block of the GGN and the bias block is exact too; the
+    prior's 1/s^2 is added through the factors' eigendecomposition."""
+    _, _, trained, fit = _mlp_adaptation(1)
+    dense, kron = fit("ggn"), fit("kron")
+    H = dense.diagnostics["hessian"]
+    P = torch.linalg.inv(kron.approximation.structure.covariance())
+    for sl in _blocks(trained).values():
+        torch.testing.assert_close(P[sl, sl], H[sl, sl], rtol=1e-10, atol=1e-10)
+    assert list(kron.diagnostics["hessian"]) == list(trained)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_factors_of_a_last_layer_by_hand(float64):
+    """N examples: the last layer's output factor is sum_n (diag p_n - p_n p_n^T) (its outputs are the logits) and
+    its input factor the mean outer product of the hidden activations; the bias block is the output factor."""
+    net, x, trained, fit = _mlp_adaptation(25)
+    B, A, delta = fit("kron").diagnostics["hessian"]["2.weight"]
+    h = torch.tanh(net[0](x)).detach()
+    p = torch.softmax(net(x), -1).detach()
+    torch.testing.assert_close(B, (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]).sum(0), rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(A, h.T @ h / 25, rtol=1e-12, atol=1e-12)
+    assert delta == pytest.approx(1 / 0.49)
+    bias_B, bias_A, _ = fit("kron").diagnostics["hessian"]["2.bias"]
+    torch.testing.assert_close(bias_B, B, rtol=1e-12, atol=1e-12)
+    assert bias_A is None
+
+
+def test_kfac_of_a_pyro_module_network(float64):
+    """PyroSample weights in a PyroModule are found by the layer hook: on one observation the K-FAC blocks equal the
+    dense GGN's blocks, the noise scale (outside any layer) gets its own dense block."""
+    from pyro.nn import PyroModule, PyroSample
+
+    class Net(PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.fc = PyroModule[torch.nn.Linear](2, 4)
+            self.fc.weight = PyroSample(dist.Normal(0.0, 1.0).expand([4, 2]).to_event(2))
+            self.fc.bias = PyroSample(dist.Normal(0.0, 1.0).expand([4]).to_event(1))
+            self.out = PyroModule[torch.nn.Linear](4, 1)
+            self.out.weight = PyroSample(dist.Normal(0.0, 1.0).expand([1, 4]).to_event(2))
+
+        def forward(self, x, y=None):
+            sigma = pyro.sample("sigma", dist.LogNormal(0.0, 1.0))
+            mu = self.out(torch.tanh(self.fc(x))).squeeze(-1)
+            with pyro.plate("data", len(x)):
+                pyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+    torch.manual_seed(1)
+    net = Net().double()
+    x, y = torch.randn(1, 2, dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64)
+    at = {"fc.weight": torch.randn(4, 2, dtype=torch.float64), "fc.bias": torch.randn(4, dtype=torch.float64),
+          "out.weight": torch.randn(1, 4, dtype=torch.float64), "sigma": torch.tensor(0.5, dtype=torch.float64)}
+    with pytest.warns(pyebm.ConvergenceWarning):
+        dense = pyebm.infer(net, x, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
+    with pytest.warns(pyebm.ConvergenceWarning):
+        kron = pyebm.infer(net, x, y, method=pyebm.Laplace(at=at, hessian="kron"), progress=False)
+    assert list(kron.diagnostics["hessian"]) == ["fc.weight", "fc.bias", "out.weight", "other sites"]
+    H, P = dense.diagnostics["hessian"], torch.linalg.inv(kron.approximation.structure.covariance())
+    for sl in (slice(0, 1), slice(1, 9), slice(9, 13), slice(13, 17)):  # sigma first (model order), then the layers
+        torch.testing.assert_close(P[sl, sl], H[sl, sl], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_refusals(float64):
+    """No nn.Linear over the latents, and a prior that is not one number per parameter, are clear errors; K-FAC is a
+    structure of the GGN only."""
+    with pytest.raises(ValueError, match="factorises nn.Linear layers"):
+        pyebm.infer(glm("normal"), X, data("normal"), method=pyebm.Laplace(at={"w": W}, hessian="kron"),
+                    progress=False)
+    _, _, trained, _ = _mlp_adaptation(5)
+    from pyebm import ttt
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2)).double()
+    scales = {"0.weight": 0.5, "0.bias": 1.0}
+    post = ttt.adapt(net, (torch.randn(4, 3, dtype=torch.float64), torch.tensor([0, 1, 1, 0])), list(scales),
+                     ttt.supervised(), pyebm.Laplace(at={k: v.detach() for k, v in net.named_parameters()},
+                                                     hessian="kron"), prior_scale=scales, prior_mean="zero", seed=0)
+    assert post.diagnostics["hessian"]["0.weight"][2] == pytest.approx(4.0)  # per-parameter scales are fine
+
+    def model(x, y):
+        lin = torch.nn.Linear(3, 1).double()
+        scale = torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64)
+        w = pyro.sample("w", dist.Normal(0.0, scale).to_event(2))
+        out = torch.func.functional_call(lin, {"weight": w, "bias": torch.zeros(1, dtype=torch.float64)}, (x,))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(out.squeeze(-1), 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="one number per parameter"):
+        pyebm.infer(model, X, data("normal"), method=pyebm.Laplace(at={"w": W[None]}, hessian="kron"), progress=False)
+    with pytest.raises(ValueError, match="structures of the generalised Gauss-Newton"):
+        pyebm.Laplace(hessian="full", structure="kron")
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_low_rank_ggn(float64):
+    """rank >= the GGN's rank (here the number of outputs, 2 x 6 minus the softmax's null direction) reproduces the
+    dense GGN; a smaller rank keeps its top eigenpairs on top of the prior."""
+    _, _, _, fit = _mlp_adaptation(6)
+    dense = fit("ggn")
+    H = dense.diagnostics["hessian"]
+    full = fit("lowrank", rank=50)
+    torch.testing.assert_close(torch.linalg.inv(full.approximation.structure.covariance()), H, rtol=1e-9, atol=1e-9)
+    assert full.log_evidence == pytest.approx(dense.log_evidence, abs=1e-9)
+    prior = torch.eye(H.shape[0], dtype=torch.float64) / 0.49
+    lam, V = torch.linalg.eigh(H - prior)
+    top = (V[:, -3:] * lam[-3:]) @ V[:, -3:].T + prior
+    low = fit("lowrank", rank=3)
+    torch.testing.assert_close(torch.linalg.inv(low.approximation.structure.covariance()), top, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+@pytest.mark.parametrize("hessian", ["kron", "lowrank"])
+def test_factored_structures_are_consistent_gaussians(float64, hessian):
+    """The factored structures' log-determinant, solves, marginal variances and draws all describe one Gaussian: that
+    of the dense matrix they stand for (built here on request)."""
+    _, _, _, fit = _mlp_adaptation(8)
+    s = fit(hessian, **({"rank": 4} if hessian == "lowrank" else {})).approximation.structure
+    cov = s.covariance()
+    eye = torch.eye(cov.shape[0], dtype=torch.float64)
+    assert float(s.logdet_precision()) == pytest.approx(-float(torch.logdet(cov)), abs=1e-9)
+    torch.testing.assert_close(s.variance(), torch.diagonal(cov), rtol=1e-10, atol=1e-12)
+    root = s.sample(eye).T  # columns: Sigma^{1/2} e_i
+    torch.testing.assert_close(root @ root.T, cov, rtol=1e-9, atol=1e-12)
+    v = torch.randn(3, cov.shape[0], dtype=torch.float64)
+    torch.testing.assert_close(s.solve(v), v @ cov, rtol=1e-9, atol=1e-12)
+
