@@ -82,25 +82,21 @@ def tune_prior_scales(fit: Callable[[dict], object], means: dict[str, torch.Tens
 def _best_scales(post, means: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool) -> dict:
     approx = post.approximation
     order = [s.name for s in approx.layout.sites]
-    H = torch.as_tensor(post.diagnostics["hessian"]).detach().double()
-    if H.ndim != 2:
-        raise ValueError("prior_scale=Evidence(...) needs the full Hessian (method='laplace' with hessian='full').")
     theta = approx.loc.detach().double()
     theta0 = torch.cat([means[k].reshape(-1) for k in order]).double()
     group = torch.cat([torch.full((means[k].numel(),), i if per_latent else 0) for i, k in enumerate(order)])
     delta0 = torch.cat([torch.full((means[k].numel(),), scales[k] ** -2.0) for k in order]).double()
     d2 = (theta - theta0) ** 2
-    H_L = H - torch.diag(delta0)
+    logdet = logdet_with_prior(approx.structure, delta0)
     first = order if per_latent else order[:1]  # one log precision per group, started at its current value
-    rho = torch.tensor([-2 * math.log(scales[k]) for k in first], dtype=H.dtype, requires_grad=True)
+    rho = torch.tensor([-2 * math.log(scales[k]) for k in first], dtype=torch.float64, requires_grad=True)
 
     def negative_evidence() -> torch.Tensor:
         delta = torch.exp(rho)[group]
-        chol, info = torch.linalg.cholesky_ex(H_L + torch.diag(delta))
-        if int(info) != 0:  # precision too small for a non-convex energy: no Gaussian there
+        value = logdet(delta)
+        if not bool(torch.isfinite(value)):  # precision too small for a non-convex energy: no Gaussian there
             return torch.tensor(float("inf"), dtype=delta.dtype)
-        logdet = 2 * torch.log(torch.diagonal(chol)).sum()
-        return -(0.5 * (torch.log(delta) - delta * d2).sum() - 0.5 * logdet)
+        return -(0.5 * (torch.log(delta) - delta * d2).sum() - 0.5 * value)
 
     opt = torch.optim.LBFGS([rho], lr=1, max_iter=200, tolerance_grad=1e-10, tolerance_change=1e-14,
                             line_search_fn="strong_wolfe")
@@ -118,3 +114,66 @@ def _best_scales(post, means: dict[str, torch.Tensor], scales: dict[str, float],
                              "off); give a fixed prior_scale.")
     best = torch.exp(-0.5 * rho.detach())
     return {k: float(best[i if per_latent else 0]) for i, k in enumerate(order)}
+
+
+def logdet_with_prior(structure, delta0: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    r"""``delta -> log det(H - diag(delta0) + diag(delta))``, differentiable in ``delta``: Laplace's precision with
+    the prior's diagonal curvature ``delta0`` swapped for ``delta`` (per coordinate; ``inf`` where not positive
+    definite), in the structure's own form: dense (a Cholesky factorisation), diagonal, K-FAC (eigenvalues of each
+    block's factors plus the block's one prior precision) or low rank (a ``k x k`` determinant)."""
+    from ..inference.curvature import DensePrecision, Diagonal
+    from ..inference.factored import Kronecker, LowRank
+
+    inf = torch.tensor(float("inf"), dtype=torch.float64)
+    if isinstance(structure, DensePrecision):
+        H_L = structure.precision.detach().double() - torch.diag(delta0)
+
+        def dense(delta):
+            chol, info = torch.linalg.cholesky_ex(H_L + torch.diag(delta))
+            return inf if int(info) != 0 else 2 * torch.log(torch.diagonal(chol)).sum()
+
+        return dense
+    if isinstance(structure, Diagonal):
+        h_L = 1 / structure.variance().detach().double() - delta0
+
+        def diagonal(delta):
+            h = h_L + delta
+            return inf if bool((h <= 0).any()) else torch.log(h).sum()
+
+        return diagonal
+    if isinstance(structure, LowRank):
+        U, s = structure.U.detach().double(), structure.s.detach().double().clamp_min(0)
+        US = U * s.sqrt()
+
+        def low_rank(delta):
+            k = US.T @ (US / delta[:, None])
+            return torch.log(delta).sum() + torch.logdet(torch.eye(len(s), dtype=k.dtype) + k)
+
+        return low_rank
+    if isinstance(structure, Kronecker):
+        parts = []
+        for _, index, B, A, prior in structure.blocks:
+            idx = torch.as_tensor(index)
+            if torch.is_tensor(prior):  # a dense block with a diagonal prior of its own
+                parts.append(("dense", idx, B.detach().double()))
+            elif A is None:
+                parts.append(("eig", idx, torch.linalg.eigvalsh(B.detach().double()).clamp_min(0)))
+            else:
+                lb, la = torch.linalg.eigvalsh(B.detach().double()), torch.linalg.eigvalsh(A.detach().double())
+                parts.append(("eig", idx, (lb.clamp_min(0)[:, None] * la.clamp_min(0)[None, :]).reshape(-1)))
+
+        def kronecker(delta):
+            total = torch.zeros((), dtype=torch.float64)
+            for kind, idx, m in parts:
+                if kind == "dense":
+                    chol, info = torch.linalg.cholesky_ex(m + torch.diag(delta[idx]))
+                    if int(info) != 0:
+                        return inf
+                    total = total + 2 * torch.log(torch.diagonal(chol)).sum()
+                else:  # one prior precision per block (the isotropic prior K-FAC needs)
+                    total = total + torch.log(m + delta[idx][0]).sum()
+            return total
+
+        return kronecker
+    raise ValueError(f"prior_scale=Evidence(...) cannot re-weigh the prior in a {type(structure).__name__} "
+                     "precision; use method='laplace' with hessian 'full', 'ggn' (any structure) or 'diag'.")
