@@ -116,7 +116,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             return kronecker(recorder, trace, potential, v, roots, rest, what), list(parts)
         if structure == "full":
             check_dense_size(dim, 1, v.element_size(), what)
-            ggn = _rows(rest, v, dim, rest_graph=True)  # the rest's exact Hessian
+            ggn = _hessian(rest, v)  # the rest's exact curvature
             for rows in roots.jacobian_rows(v):
                 ggn.addmm_(rows.T, rows)
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
@@ -129,24 +129,33 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         return _low_rank(roots, v, rest_diag, rank, potential.ops, what, labels), list(parts)
 
 
-def _rows(y: torch.Tensor, v: torch.Tensor, count: int, rest_graph: bool = False) -> torch.Tensor:
-    """The Jacobian ``(count, D)`` of the vector ``y`` in ``v``, or with ``rest_graph`` the Hessian of the scalar
-    ``y``: one batched backward pass per chunk of unit cotangents (memory: a chunk times the graph)."""
-    if rest_graph:
-        (y,) = torch.autograd.grad(y, v, create_graph=True, allow_unused=True)
-        if y is None or not y.requires_grad:  # linear or constant in v: no curvature
-            return v.new_zeros(count, count)
-    out = v.new_empty(count, v.shape[-1])
-    size = max(1, min(count, HVP_BUDGET // max(v.shape[-1], 1)))
-    for first in range(0, count, size):
-        k = min(size, count - first)
-        cot = y.new_zeros(k, count)
-        cot[torch.arange(k), torch.arange(first, first + k)] = 1.0
-        (rows,) = torch.autograd.grad(y, v, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
+def _unit_products(g: torch.Tensor, v: torch.Tensor):
+    """``(indices, rows)``: the derivatives of the gradient ``g`` (a graph in ``v``) along unit vectors, one batched
+    backward pass per chunk of them (memory: a chunk times D); Hessian rows."""
+    dim = v.shape[-1]
+    size = max(1, min(dim, HVP_BUDGET // max(dim, 1)))
+    for first in range(0, dim, size):
+        idx = torch.arange(first, min(first + size, dim), device=v.device)
+        basis = v.new_zeros(len(idx), dim)
+        basis[torch.arange(len(idx)), idx] = 1.0
+        (rows,) = torch.autograd.grad(g, v, grad_outputs=basis, is_grads_batched=True, retain_graph=True,
                                       allow_unused=True)
-        out[first : first + k] = 0.0 if rows is None else rows.detach()
-    return out
+        yield idx, v.new_zeros(len(idx), dim) if rows is None else rows.detach()
 
+
+def _gradient_graph(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """The gradient of the scalar ``y`` in ``v`` with its graph; None where ``y`` is at most linear in ``v``."""
+    (g,) = torch.autograd.grad(y, v, create_graph=True, allow_unused=True)
+    return None if g is None or not g.requires_grad else g
+
+
+def _hessian(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The exact dense Hessian of the scalar ``y`` in ``v``."""
+    out = v.new_zeros(v.shape[-1], v.shape[-1])
+    g = _gradient_graph(y, v)
+    for idx, rows in _unit_products(g, v) if g is not None else ():
+        out[idx] = rows
+    return out
 
 def _known_links(trace, latent: set, what: str) -> dict:
     """``{site: (natural parameters with their Fisher, weight)}`` for the observed sites of a known family and the
@@ -231,16 +240,15 @@ class Roots:
 
 def rest_diagonal(rest: torch.Tensor, v: torch.Tensor, exact: bool, what: str) -> torch.Tensor:
     """The diagonal of the rest's Hessian. Priors are usually elementwise, so two Hessian-vector products tell it
-    (``H 1`` is the diagonal if ``H z = (H 1) z`` for a random ``z``); otherwise ``exact`` takes it by D products in
+    (``H 1`` is the diagonal if ``H z = (H 1) z`` for a random ``z``); otherwise ``exact`` takes it from Hessian rows in
     chunks, and a structure that needs a diagonal rest refuses."""
-    (g,) = torch.autograd.grad(rest, v, create_graph=True, allow_unused=True)
-    if g is None or not g.requires_grad:
+    g = _gradient_graph(rest, v)
+    if g is None:
         return v.new_zeros(v.shape[-1])
     z = torch.randn(v.shape[-1], generator=torch.Generator(device=v.device).manual_seed(0), dtype=v.dtype,
                     device=v.device)
-    ones_z = torch.stack([torch.ones_like(z), z])
-    (hv,) = torch.autograd.grad(g, v, grad_outputs=ones_z, is_grads_batched=True, retain_graph=True,
-                                allow_unused=True)
+    (hv,) = torch.autograd.grad(g, v, grad_outputs=torch.stack([torch.ones_like(z), z]), is_grads_batched=True,
+                                retain_graph=True, allow_unused=True)
     if hv is None:
         return v.new_zeros(v.shape[-1])
     d, hz = hv[0].detach(), hv[1].detach()
@@ -251,15 +259,9 @@ def rest_diagonal(rest: torch.Tensor, v: torch.Tensor, exact: bool, what: str) -
                          "outside the observations) to be elementwise, as independent priors on the weights are; it "
                          "couples coordinates here. Use structure='full' or 'diag'.")
     out = v.new_empty(v.shape[-1])
-    size = max(1, min(v.shape[-1], HVP_BUDGET // max(v.shape[-1], 1)))
-    for first in range(0, v.shape[-1], size):
-        idx = torch.arange(first, min(first + size, v.shape[-1]), device=v.device)
-        basis = v.new_zeros(len(idx), v.shape[-1])
-        basis[torch.arange(len(idx)), idx] = 1.0
-        (hv,) = torch.autograd.grad(g, v, grad_outputs=basis, is_grads_batched=True, retain_graph=True)
-        out[idx] = hv[torch.arange(len(idx)), idx].detach()
+    for idx, rows in _unit_products(g, v):
+        out[idx] = rows[torch.arange(len(idx)), idx]
     return out
-
 
 def _low_rank(roots: Roots, v: torch.Tensor, rest_diag: torch.Tensor, rank: int, ops, what: str, labels):
     r"""The top ``rank`` eigenpairs of :math:`J^\top\Lambda J = R^\top R` from the singular vectors of the rows
