@@ -7,7 +7,8 @@ last layer the network is linear in the weights, so the exact Hessian (pyebm) an
 (laplace-torch) coincide: the precisions, the log marginal likelihoods (up to the Gaussian likelihood's constant,
 which pyebm's energy leaves out) and the GLM predictives must agree to round-off. Then each tunes the prior
 precision by its own evidence maximisation, and the test NLL / ECE / accuracy and the fit and predict times are put
-side by side. Last, every weight: both take the GGN in full (pyebm.Laplace(hessian="ggn")), which must agree too.
+side by side. Last, every weight: both take the GGN in full, diagonal and Kronecker-factored (K-FAC) structures
+(pyebm.Laplace(hessian="ggn", structure=...)), which must agree too, with times and peak memory side by side.
 
     pip install laplace-torch           # optional: only this benchmark needs it (then pip install torch==2.13.0:
                                         # its requirements upgrade torch to a CUDA build)
@@ -19,6 +20,7 @@ torchvision leaves laplace-torch working (it does not need it here).
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import platform
@@ -55,34 +57,125 @@ def _train(net, x, y, loss_fn, steps: int, lr: float = 1e-2):
     return net.eval()
 
 
-def _pyebm_posterior(net, data, last, energy, delta, hessian="full"):
+def _pyebm_posterior(net, data, last, energy, delta, hessian="full", structure=None):
     trained = {k: v.detach() for k, v in net.named_parameters() if k in last}
-    return ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained, hessian=hessian), prior_scale=delta**-0.5,
-                     prior_mean="zero", seed=0)
+    return ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained, hessian=hessian, structure=structure),
+                     prior_scale=delta**-0.5, prior_mean="zero", seed=0)
 
 
-def all_weights_ggn(laplace_cls, net, data, energy, likelihood, delta, constant, noise=1.0) -> None:
-    """Every weight, the generalised Gauss-Newton in full, at the trained weights: precisions, evidence, the GLM
-    predictive's agreement and the fit time against laplace-torch's default (GGN) curvature."""
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def _peak_mib(fn) -> float:
+    """Peak memory (MiB) that ``fn()`` adds to the process: the resident set's high-water mark, reset first (Linux's
+    ``clear_refs``), less the resident set before the call (torch's CPU allocations are invisible to tracemalloc;
+    large blocks go back to the system when freed, so earlier calls do not hide this one's peak)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - start) / 1024
+
+
+def all_weights(laplace_cls, net, data, test, energy, likelihood, delta, constant, noise=1.0) -> None:
+    """Every weight, the generalised Gauss-Newton in each structure both libraries have (full, diagonal, K-FAC), at
+    the trained weights: precisions (K-FAC: its Kronecker factors), evidence, the GLM predictive's agreement, fit and
+    predict times and peak memory against laplace-torch (its default GGN curvature, curvlinops backend)."""
     names = [k for k, _ in net.named_parameters()]
+    (test_x, test_y), dim = test, sum(p.numel() for p in net.parameters())
+    print(f"\n# {likelihood}: all {dim} weights, GGN, prior precision {delta}, at the trained weights")
+    print("structure  precision    factors      log ML rel   pred mean    pred var/p   fit s (ratio)          "
+          "predict s (ratio)        peak MiB (ratio)")
+    tuned = [_structure_row(laplace_cls, net, data, test_x, test_y, names, energy, likelihood, delta, constant, noise,
+                            structure) for structure in ("full", "diag", "kron")]
+    print("\n".join(t for t in tuned if t))
+
+
+def _structure_row(laplace_cls, net, data, test_x, test_y, names, energy, likelihood, delta, constant, noise,
+                   structure):
+    """One row of :func:`all_weights`: both libraries' Laplace in one structure, compared and timed."""
     x, y = data
 
     def fit_la():
-        la = laplace_cls(net, likelihood, subset_of_weights="all", hessian_structure="full", sigma_noise=noise,
-                         prior_precision=delta)
+        la = laplace_cls(net, likelihood, subset_of_weights="all", hessian_structure=structure,
+                         sigma_noise=noise, prior_precision=delta)
         la.fit(DataLoader(TensorDataset(x, y[:, None] if likelihood == "regression" else y), batch_size=len(x)))
         return la
 
+    def fit_pe():
+        return _pyebm_posterior(net, data, names, energy, delta, hessian="ggn", structure=structure)
+
     la, t_la = _timed(fit_la)
-    post, t_pe = _timed(lambda: _pyebm_posterior(net, data, names, energy, delta, hessian="ggn"))
-    P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
+    post, t_pe = _timed(fit_pe)
+    mem_la, mem_pe = _peak_mib(fit_la), _peak_mib(fit_pe)
+    s = post.approximation.structure
+    factors = "-"
+    if structure == "full":
+        P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
+    elif structure == "diag":
+        P_la, P_pe = la.posterior_precision.detach(), 1 / s.variance()
+    else:  # compare the Kronecker factors themselves, then the precision they stand for
+        worst, h = 0.0, float(la._H_factor)  # laplace-torch scales its factors by 1 / sigma^2 when it uses them
+
+        def rel(mine, theirs):
+            return float((mine - theirs).abs().max() / theirs.abs().max())
+
+        for (B, A, _), F in zip(post.diagnostics["hessian"].values(), la.H_facs.kfacs):
+            if A is None:
+                worst = max(worst, rel(B, h * F[0]))
+            else:  # a pair is defined up to a scalar moved between its factors (laplace-torch splits its 1/2 so)
+                c = float(B.norm() / F[0].norm())
+                worst = max(worst, rel(B, c * F[0]), rel(A, h / c * F[1]))
+        factors = f"{worst:.1e}"
+        P_la, P_pe = la.posterior_precision.to_matrix().detach(), torch.linalg.inv(s.covariance())
     lml_la, lml_pe = float(la.log_marginal_likelihood()), post.log_evidence - constant
-    dim = P_pe.shape[0]
-    print(f"\n# {likelihood}: all {dim} weights, GGN in full, prior precision {delta}, at the trained weights")
-    print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
-    print(f"log marginal likelihood             laplace-torch {lml_la:.6f}   pyebm {lml_pe:.6f}   "
-          f"rel diff {abs(lml_la - lml_pe) / abs(lml_la):.1e}")
-    print(f"fit s (median of 3)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
+    if likelihood == "regression":
+        (mu_la, var_la), tp_la = _timed(lambda: la(test_x, pred_type="glm"))
+        (mu_pe, var_pe), tp_pe = _timed(lambda: ttt.predict(net, post, test_x, likelihood="regression",
+                                                            pred_type="glm"))
+        mean_diff = float((mu_la[:, 0] - mu_pe[:, 0]).abs().max())
+        var_diff = float(((var_la[:, 0, 0] - var_pe[:, 0]) / var_la[:, 0, 0]).abs().max())
+    else:
+        p_la, tp_la = _timed(lambda: la(test_x, pred_type="glm", link_approx="probit"))
+        p_pe, tp_pe = _timed(lambda: ttt.predict(net, post, test_x, pred_type="glm", link_approx="probit"))
+        mean_diff, var_diff = float("nan"), float((p_la - p_pe).abs().max())
+    tuned = _tuned_kron(la, net, data, test_x, test_y, names, energy, likelihood, noise) if structure == "kron" else None
+    print(f"{structure:10s} {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}      {factors:12s} "
+          f"{abs(lml_la - lml_pe) / abs(lml_la):.1e}      {mean_diff:.1e}      {var_diff:.1e}      "
+          f"{t_la:7.3f} {t_pe:7.3f} ({t_pe / t_la:4.2f})  {tp_la:7.4f} {tp_pe:7.4f} ({tp_pe / tp_la:4.2f})  "
+          f"{mem_la:7.1f} {mem_pe:7.1f} ({mem_pe / max(mem_la, 1e-9):4.2f})")
+    return tuned
+
+
+def _tuned_kron(la, net, data, test_x, test_y, names, energy, likelihood, noise) -> str:
+    """K-FAC over every weight with the prior precision tuned by each library's evidence: the precision chosen, the
+    time, and the test metrics of the GLM predictive (a line printed after the structure table)."""
+
+    def tune_la():
+        la.optimize_prior_precision(method="marglik", n_steps=300, lr=0.1)
+        return la
+
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+    la_t, t_la = _timed(tune_la, 1)
+    post, t_pe = _timed(lambda: ttt.adapt(net, data, names, energy, pyebm.Laplace(at=trained, hessian="kron"),
+                                          prior_scale="evidence", prior_mean="zero", seed=0), 1)
+    d_la, d_pe = float(la_t.prior_precision.reshape(-1)[0]), post.diagnostics["prior_scale"][names[0]] ** -2
+    if likelihood == "regression":
+        (mu_a, var_a), (mu_b, var_b) = la_t(test_x, pred_type="glm"), ttt.predict(
+            net, post, test_x, likelihood="regression", pred_type="glm")
+        metrics = [f"test NLL {float(-torch.distributions.Normal(m, (v + noise**2).sqrt()).log_prob(test_y).mean()):.4f}"
+                   for m, v in ((mu_a[:, 0], var_a[:, 0, 0]), (mu_b[:, 0], var_b[:, 0]))]
+    else:
+        metrics = []
+        for p in (la_t(test_x, pred_type="glm", link_approx="probit"),
+                  ttt.predict(net, post, test_x, pred_type="glm", link_approx="probit")):
+            m = classification_metrics(p, test_y)
+            metrics.append(f"acc {m['acc']:.2f}% NLL {m['nll']:.4f} ECE {m['ece']:.2f}%")
+    return (f"K-FAC, evidence-tuned prior precision   laplace-torch {d_la:.4f} ({t_la:.2f} s; {metrics[0]})   "
+            f"pyebm {d_pe:.4f} ({t_pe:.2f} s; {metrics[1]})")
 
 
 def _tuned(fit_la, net, data, last, energy):
@@ -156,7 +249,7 @@ def regression(laplace_cls) -> None:
     print(f"test NLL (500 points, gap included) laplace-torch {nll(mu_a[:, 0], var_a[:, 0, 0]):.4f}   pyebm "
           f"{nll(mu_b[:, 0], var_b[:, 0]):.4f}   MAP plug-in "
           f"{nll(net(xt)[:, 0].detach(), torch.zeros(500)):.4f}")
-    all_weights_ggn(laplace_cls, net, (x, y), ttt.supervised("squared", noise), "regression", delta, constant, noise)
+    all_weights(laplace_cls, net, (x, y), (xt, yt), ttt.supervised("squared", noise), "regression", delta, constant, noise)
 
 
 def classification(laplace_cls) -> None:
@@ -199,10 +292,13 @@ def classification(laplace_cls) -> None:
     for name, p in rows:
         m = classification_metrics(p, yt)
         print(f"{name:28s} acc {m['acc']:6.2f}%   NLL {m['nll']:.4f}   ECE {m['ece']:5.2f}%")
-    all_weights_ggn(laplace_cls, net, (x, y), ttt.supervised("cross_entropy"), "classification", delta, 0.0)
+    all_weights(laplace_cls, net, (x, y), (xt, yt), ttt.supervised("cross_entropy"), "classification", delta, 0.0)
 
 
 def main() -> None:
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # every block above 64 KiB its own mapping, unmapped when
+        # freed: the resident set then follows live memory, and the peak-memory column measures each fit alone
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
     try:
         import laplace
         from laplace import Laplace
