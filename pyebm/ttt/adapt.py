@@ -32,7 +32,7 @@ from ..inference.result import Posterior
 from ..state import resolve_seed, seeded
 from .batched import adapt_independent
 from .energies import per_example, resolve_energy
-from .evidence import Evidence, tune_prior_scales
+from .evidence import Evidence, Residuals, tune_prior_scales
 from .latents import Functional, resolve_latents
 from .linearized import LINKS, glm_outputs
 
@@ -86,8 +86,9 @@ def adapt(
     prior_scale : float, dict, "evidence" or Evidence
         :math:`s` of the prior :math:`\mathcal N(\theta_0, s^2)` (per latent name with a dict); or chosen by
         maximising the Laplace evidence (``"evidence"``, or :class:`pyebm.ttt.Evidence` for per-latent scales and
-        settings; shared adaptation with method ``"laplace"``), see :mod:`pyebm.ttt.evidence`. The chosen scales are
-        in ``post.diagnostics["prior_scale"]``, the evidence of every fit in ``["log_evidence_path"]``.
+        settings; shared adaptation with method ``"laplace"``; ``Evidence(noise=True)`` tunes a squared-error
+        energy's noise too), see :mod:`pyebm.ttt.evidence`. The chosen scales are in
+        ``post.diagnostics["prior_scale"]`` (and ``["noise"]``), the evidence of every fit in ``["log_evidence_path"]``.
     beta : float
         Inverse temperature of the energy.
     independent : bool
@@ -146,18 +147,33 @@ def adapt(
             # start where training ended
             runner = dataclasses.replace(runner, init=dict(trained))
 
-        natural = getattr(energy_fn, "natural", None)  # the energy's outputs and curvature, for hessian="ggn"
+        def energy_at(noise):
+            return energy_fn if noise is None else energy_fn.with_noise(noise)
 
-        def fit(scales: dict):
+        def fit(scales: dict, noise: float | None = None):
+            energy = energy_at(noise)
+            natural = getattr(energy, "natural", None)  # the energy's outputs and curvature, for hessian="ggn"
+
             def model():
                 values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in means.items()}
-                e = per_example(energy_fn(lambda inputs: fn(values, inputs), x), n)
+                e = per_example(energy(lambda inputs: fn(values, inputs), x), n)
                 energy_factor("ttt_energy", e.sum(), beta=beta, gauss_newton=natural and (
                     lambda: natural(lambda inputs: fn(values, inputs), x)))
 
             return infer(model, method=runner, seed=seed, progress=progress)
 
-        post = tune_prior_scales(fit, means, tuned) if tuned else fit(scales)
+        def residuals(post, noise: float) -> Residuals:
+            with torch.no_grad():
+                e = per_example(energy_at(noise)(lambda inputs: fn(post.mode, inputs), x), n).sum()
+            return Residuals(float(2 * noise**2 * e), int(x[1].numel()), noise)
+
+        if tuned and tuned.noise:
+            if getattr(energy_fn, "noise", None) is None or beta != 1.0:
+                raise ValueError("Evidence(noise=True) tunes the noise of a Gaussian likelihood: give energy="
+                                 "ttt.supervised('squared', noise) (noise is the start) and beta=1.")
+            post = tune_prior_scales(fit, means, tuned, residuals, energy_fn.noise)
+        else:
+            post = tune_prior_scales(fit, means, tuned) if tuned else fit(scales)
     post.diagnostics["ttt"] = {"latents": list(trained), "independent": independent, "prior_mean": prior_mean}
     return post
 

@@ -73,6 +73,8 @@ def supervised(kind: str = "cross_entropy", noise: float = 1.0) -> Callable:
 
     energy.__name__ = f"supervised_{kind}"
     energy.natural = natural
+    energy.noise = noise if kind == "squared" else None  # a Gaussian likelihood's noise, which the evidence can tune
+    energy.with_noise = lambda value: supervised(kind, value)
     return energy
 
 

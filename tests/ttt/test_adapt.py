@@ -255,6 +255,36 @@ def test_evidence_chooses_the_prior_scale_that_maximises_the_exact_marginal_like
         adapt(net, (x, y), "weight", supervised("squared", SIGMA), "map", prior_mean="zero", independent=True)
 
 
+@pytest.mark.parametrize("hessian", ["full", "diag", "kron"])
+def test_evidence_tunes_the_observation_noise_with_the_prior_scale(linear, hessian):
+    # linear-Gaussian: the Laplace evidence with the likelihood's normaliser is the exact marginal likelihood of y at
+    # every (s, sigma), so the tuned pair must be its joint maximiser (found here by Nelder-Mead on the closed form);
+    # the data's curvature scales as 1/sigma^2 in every structure (diag: the posterior is then mean-field, so only
+    # "full" is exact; "kron" of a one-layer network with one output is exact too: its input factor is X^T X / N)
+    from scipy import optimize
+
+    net, x, y = linear
+    b = net.bias.detach()
+
+    def neg_log_ml(p):
+        s, sigma = math.exp(p[0]), math.exp(p[1])
+        mvn = torch.distributions.MultivariateNormal(b.expand(20), s**2 * x @ x.T + sigma**2 * torch.eye(20))
+        return -float(mvn.log_prob(y))
+
+    best = optimize.minimize(neg_log_ml, [0.0, 0.0], method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-12})
+    method = pyebm.Laplace(hessian="ggn", structure=hessian) if hessian != "full" else "laplace"
+    post = adapt(net, (x, y), "weight", supervised("squared", 1.0), method, prior_mean="zero",
+                 prior_scale=ttt.Evidence(noise=True), seed=0)
+    if hessian == "diag":  # mean field: a lower bound's maximiser, near but not at the exact one
+        assert post.diagnostics["noise"] == pytest.approx(math.exp(best.x[1]), rel=0.05)
+        return
+    assert post.diagnostics["prior_scale"]["weight"] == pytest.approx(math.exp(best.x[0]), rel=1e-5)
+    assert post.diagnostics["noise"] == pytest.approx(math.exp(best.x[1]), rel=1e-5)
+    assert post.diagnostics["log_evidence_path"][-1] == pytest.approx(-best.fun, abs=1e-6)
+    with pytest.raises(ValueError, match="noise of a Gaussian likelihood"):
+        adapt(net, (x, y), "weight", supervised("cross_entropy"), "laplace", prior_scale=ttt.Evidence(noise=True))
+
+
 def test_post_hoc_laplace_of_a_trained_layer_under_a_zero_mean_prior(linear):
     # at= the weights as given, no optimisation; the precision is the exact XᵀX/σ² + I/s² wherever it is taken
     net, x, y = linear
