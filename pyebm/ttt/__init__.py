@@ -3,7 +3,8 @@ r"""Test-time training as latent inference: the weights adapted at test time are
 * :func:`adapt` infers chosen weights of a trained network from a test batch's energy (MAP, Laplace, SVI, NUTS),
   shared by the batch or independently per input (vectorised);
 * :func:`predict` averages predictions over their posterior (or linearises the network: the GLM predictive);
-* prior scales chosen by the Laplace evidence (``prior_scale="evidence"``, :class:`Evidence`);
+* prior scales (and a Gaussian likelihood's noise) chosen by the Laplace evidence (``prior_scale="evidence"``,
+  :class:`Evidence`), post hoc, or online while training a network (:func:`marglik_training`);
 * :func:`fit` trains with the latents switched on, so deployment matches training;
 * energies: :func:`entropy` (TENT), :func:`free_energy` (JEM), :func:`supervised`, :func:`augmented` (test-time
   augmentation) and :func:`neighbours` (the k-nearest-training-examples recipe);
@@ -16,8 +17,9 @@ from .baselines import batch_statistics, tent
 from .cache import AdaptationCache
 from .energies import Neighbourhood, augmented, entropy, free_energy, neighbours, supervised
 from .evidence import Evidence
+from .marglik import MarglikResult, marglik_training
 from .training import TTTResult, fit
 
 __all__ = ["adapt", "predict", "fit", "TTTResult", "entropy", "free_energy", "supervised", "augmented",
            "neighbours", "Neighbourhood", "AdaptationCache", "batch_statistics", "tent",
-           "Evidence"]
+           "Evidence", "marglik_training", "MarglikResult"]

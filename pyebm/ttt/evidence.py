@@ -101,7 +101,8 @@ def tune_prior_scales(fit: Callable, means: dict[str, torch.Tensor], spec: Evide
     for _ in range(spec.rounds):
         post = fit(scales, noise)
         record(post)
-        new, new_noise = _best(post, means, scales, spec.per_latent, residuals(post, noise) if residuals else None)
+        data = residuals(post, noise) if residuals else None
+        new, new_noise = maximise_evidence(post, means, scales, spec.per_latent, data)
         done = all(abs(new[k] / scales[k] - 1) < spec.rtol for k in scales) and (
             new_noise is None or abs(new_noise / noise - 1) < spec.rtol)
         scales, noise = new, new_noise if residuals else noise
@@ -119,7 +120,7 @@ def tune_prior_scales(fit: Callable, means: dict[str, torch.Tensor], spec: Evide
     return post
 
 
-def _best(post, means: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool,
+def maximise_evidence(post, means: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool,
           data: Residuals | None) -> tuple[dict, float | None]:
     """The scales (and noise, with ``data``) that maximise the evidence at this posterior's mode and curvature."""
     approx = post.approximation
