@@ -91,13 +91,14 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite) and the names of the
     observation sites whose link it used. A ValueError says why where the model has no observation of a known family.
 
-    ``"full"``: dense ``D x D``; ``"diag"``: its diagonal, accumulated from chunks of Jacobian rows (memory: a chunk
-    times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
+    ``"full"``: dense ``D x D``; ``"diag"``: its diagonal, from the ``nn.Linear`` layers' per-example pullbacks where
+    every coordinate is a layer's weight or bias (:func:`~pyebm.inference.kfac.layer_diagonal`), else accumulated
+    from chunks of Jacobian rows (memory: a chunk times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
     curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` layer (:mod:`pyebm.inference.kfac`).
     """
-    from .kfac import LayerRecorder, kronecker
+    from .kfac import LayerRecorder, kronecker, layer_diagonal
 
-    recorder = LayerRecorder() if structure == "kron" else None
+    recorder = LayerRecorder() if structure in ("kron", "diag") else None
     with torch.enable_grad(), recorder or nullcontext():  # one run of the model, its graphs kept
         v = u.detach().requires_grad_(True)
         unconstrained = potential.unpack(v)  # every site, held coordinates included
@@ -123,8 +124,10 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             return ggn, list(parts)
         rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what)
         if structure == "diag":
-            for rows in roots.jacobian_rows(v):
-                rest_diag = rest_diag + (rows**2).sum(0)
+            data = layer_diagonal(recorder, trace, potential, v, roots)
+            if data is None:
+                data = sum((rows**2).sum(0) for rows in roots.jacobian_rows(v))
+            rest_diag = rest_diag + data
             return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts)
         return _low_rank(roots, v, rest_diag, rank, potential.ops, what, labels), list(parts)
 
@@ -197,7 +200,7 @@ class Roots:
 
     def __init__(self, parts: dict):
         self.eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
-        self.pieces = []  # (positions (R, w) into eta, weights (R, w))
+        self.pieces = []  # (positions (R, w) into eta, weights (R, w), example (R,), index within the example (R,))
         start = 0
         for pieces, weight in parts.values():
             for e, fisher, blocks in pieces:
@@ -216,19 +219,44 @@ class Roots:
                     cols = f.clamp_min(0).sqrt()[:, None]
                     pos = start + torch.arange(e.numel(), device=f.device)[:, None]
                     keep = f > 0
-                self.pieces.append((pos[keep], cols[keep]))
+                examples = e.shape[0] if e.dim() > int(blocks) else 1  # the leading axis, as a plate's
+                per = len(pos) // examples
+                row = torch.arange(len(pos), device=pos.device)
+                self.pieces.append((pos[keep], cols[keep], (row // per)[keep], (row % per)[keep], examples))
                 start += e.numel()
-        self.count = sum(len(p) for p, _ in self.pieces)
+        self.count = sum(len(p[0]) for p in self.pieces)
+        self.examples = {p[4] for p in self.pieces if len(p[0])}
 
     def cotangents(self, dim: int):
         """Chunks ``(k, M)`` of the cotangents, ``k`` sized so that ``k`` rows of ``D`` fit the HVP budget."""
         size = max(1, min(self.count, HVP_BUDGET // max(dim, self.eta.numel(), 1)))
-        for pos, cols in self.pieces:
+        for pos, cols, *_ in self.pieces:
             for first in range(0, len(pos), size):
                 p, c = pos[first : first + size], cols[first : first + size]
                 cot = self.eta.new_zeros(len(p), self.eta.numel())
                 cot.scatter_(1, p, c.to(cot.dtype))
                 yield cot
+
+    def by_example(self, dim: int):
+        r"""Chunks ``(k, M)`` of the cotangents summed over examples: a row holds root ``j`` of every example of a piece
+        at once. Where the examples are independent (example ``n``'s natural parameters depend only on row ``n`` of a
+        layer's output), one backward pass of such a row gives every example's own pullback in that row (the per-root
+        rows' in one pass instead of one per example; :meth:`signed` tests the independence)."""
+        size = max(1, HVP_BUDGET // max(dim, self.eta.numel(), 1))
+        for pos, cols, _, within, _ in self.pieces:
+            for first in range(0, int(within.max()) + 1 if len(pos) else 0, size):
+                pick = (within >= first) & (within < first + size)
+                cot = self.eta.new_zeros(min(size, int(within.max()) + 1 - first), self.eta.numel())
+                cot.index_put_((within[pick, None].expand(-1, pos.shape[1]) - first, pos[pick]),
+                               cols[pick].to(cot.dtype), accumulate=True)
+                yield cot
+
+    def signed(self, sign: torch.Tensor) -> torch.Tensor:
+        """``(M,)``: every root, each example's multiplied by its ``sign``, summed."""
+        cot = self.eta.new_zeros(self.eta.numel())
+        for pos, cols, example, _, _ in self.pieces:
+            cot.index_put_((pos,), cols.to(cot.dtype) * sign[example, None].to(cot.dtype), accumulate=True)
+        return cot
 
     def jacobian_rows(self, v: torch.Tensor):
         r"""Chunks ``(k, D)`` of the rows of :math:`L^\top J`, whose Gram matrix is :math:`J^\top\Lambda J`."""

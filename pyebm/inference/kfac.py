@@ -28,7 +28,7 @@ from torch.nn.modules.module import register_module_forward_hook
 from .curvature import check_dense_size
 from .factored import Kronecker
 
-__all__ = ["LayerRecorder", "kronecker"]
+__all__ = ["LayerRecorder", "kronecker", "layer_diagonal"]
 
 
 class LayerRecorder:
@@ -61,50 +61,91 @@ def _coordinates(potential, v: torch.Tensor) -> dict[str, torch.Tensor | None]:
     return out
 
 
+def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor):
+    """The latent coordinates, the recorded layers ``{weight site: [bias site or None, [(input, output), ...]]}`` and
+    the coordinates outside them (None if none)."""
+    coords = _coordinates(potential, v)
+    by_value = {id(trace.nodes[s.name]["value"]): s.name for s in potential.sites
+                if s.on_reals and coords[s.name] is not None}
+    layers = {}
+    for a, s, weight, bias in recorder.calls:
+        name = by_value.get(id(weight))
+        if name is not None:
+            layers.setdefault(name, [by_value.get(id(bias)) if bias is not None else None, []])[1].append((a, s))
+    in_layers = {n for w, (b, _) in layers.items() for n in (w, b) if n is not None}
+    left = [coords[s.name] for s in potential.sites if s.name not in in_layers and coords[s.name] is not None]
+    return coords, layers, torch.cat(left) if left else None
+
+
+def _independent(roots, outputs: list[torch.Tensor]) -> tuple[int, list[bool] | None]:
+    """The number of examples ``N`` if every layer output's leading axis is the observations' example axis and the
+    examples are independent, else 0; and which outputs are on the observations' graph (None if not tested). Independence is tested by one backward pass: with each example's roots flipped
+    by a random sign, each row of every layer's pullback must flip with its example's sign (a batch norm in training
+    mode, or attention across the batch, mixes them and fails)."""
+    if len(roots.examples) != 1 or not outputs:
+        return 0, None
+    (n,) = roots.examples
+    if n < 2 or any(s.dim() < 2 or s.shape[0] != n for s in outputs):
+        return 0, None
+    gen = torch.Generator(device=roots.eta.device).manual_seed(0)
+    sign = torch.randint(0, 2, (n,), generator=gen, device=roots.eta.device) * 2.0 - 1
+    cot = torch.stack([roots.signed(torch.ones_like(sign)), roots.signed(sign)])
+    grads = torch.autograd.grad(roots.eta, outputs, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
+                                allow_unused=True)
+    for g in grads:
+        if g is not None:
+            g = g.detach().reshape(2, n, -1)
+            tol = 64 * torch.finfo(g.dtype).eps * float(g.abs().max())
+            if not torch.allclose(g[1], sign.to(g.dtype)[:, None] * g[0], rtol=0, atol=tol):
+                return 0, None
+    return n, [g is not None for g in grads]
+
+
+def _pullbacks(roots, outputs: list[torch.Tensor], v: torch.Tensor, left, n: int):
+    r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, N, T, out)`` (``T`` rows of
+    an example, as a sequence's), with the rows of :math:`L^\top J` in the coordinates ``left``. ``N = n``
+    independent examples (:func:`_independent`) take one backward pass per root of an example (all ``N`` at once,
+    :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
+    per root, with ``N = 1``."""
+    cotangents = roots.by_example(v.shape[-1]) if n else roots.cotangents(v.shape[-1])
+    for cot in cotangents:
+        grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
+                                    is_grads_batched=True, retain_graph=True, allow_unused=True)
+        out = [None if g is None else g.detach().reshape(len(cot), max(n, 1), -1, g.shape[-1])
+               for g in grads[: len(outputs)]]
+        yield out, (grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None)
+
+
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, rest: torch.Tensor,
               what: str) -> Kronecker:
     """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring)."""
     from .gauss_newton import rest_diagonal
 
-    coords = _coordinates(potential, v)
-    by_value = {id(trace.nodes[s.name]["value"]): s.name for s in potential.sites
-                if s.on_reals and coords[s.name] is not None}
-    layers = {}  # weight site -> [bias site or None, calls]
-    for a, s, weight, bias in recorder.calls:
-        name = by_value.get(id(weight))
-        if name is not None:
-            layers.setdefault(name, [by_value.get(id(bias)) if bias is not None else None, []])[1].append((a, s))
+    coords, layers, left = _layers(recorder, trace, potential, v)
     if not layers:
         raise ValueError(f"{what}: hessian='kron' factorises nn.Linear layers whose weight is a latent site (a "
                          "PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. Use "
                          "hessian='ggn' (dense) or structure='diag'.")
-    in_layers = {n for w, (b, _) in layers.items() for n in (w, b) if n is not None}
-    left = [coords[s.name] for s in potential.sites if s.name not in in_layers and coords[s.name] is not None]
-    left = torch.cat(left) if left else None
     outputs = [s for _, (_, calls) in layers.items() for _, s in calls]
-    dim = v.shape[-1]
     if left is not None:
         check_dense_size(len(left), 1, v.element_size(), what)
     B = {w: 0.0 for w in layers}
     Bb = {w: 0.0 for w in layers}
     on_graph = [False] * len(outputs)
     G_left = 0.0
-    for cot in roots.cotangents(dim):
-        grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
-                                    is_grads_batched=True, retain_graph=True, allow_unused=True)
+    n = _independent(roots, outputs)[0] if left is None else 0
+    for grads, rows in _pullbacks(roots, outputs, v, left, n):
         i = 0
         for w, (_, calls) in layers.items():
             for _ in calls:
                 g = grads[i]
                 if g is not None:
                     on_graph[i] = True
-                    g = g.detach().reshape(len(cot), -1, g.shape[-1])  # (k, N, out)
-                    B[w] = B[w] + torch.einsum("kno,knp->op", g, g)
-                    gs = g.sum(1)
-                    Bb[w] = Bb[w] + gs.T @ gs
+                    B[w] = B[w] + torch.einsum("knto,kntp->op", g, g)
+                    gs = g.sum(2)  # the bias's pullback: each example's rows summed
+                    Bb[w] = Bb[w] + torch.einsum("kno,knp->op", gs, gs)
                 i += 1
-        if left is not None and grads[-1] is not None:
-            rows = grads[-1].detach()[:, left]
+        if rows is not None:
             G_left = G_left + rows.T @ rows
     prior = rest_diagonal(rest, v, exact=False, what=what)
     blocks, i = [], 0
@@ -128,7 +169,33 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     if left is not None:
         G = G_left if torch.is_tensor(G_left) else v.new_zeros(len(left), len(left))
         blocks.append(("other sites", left, G, None, prior[left]))
-    return Kronecker(blocks, dim, potential.ops, what)
+    return Kronecker(blocks, v.shape[-1], potential.ops, what)
+
+
+def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots) -> torch.Tensor | None:
+    r"""The diagonal of :math:`J^\top\Lambda J` from the layers' pullbacks where every latent coordinate is a weight or
+    bias of an ``nn.Linear`` called once, on one row per example, and the examples are independent:
+    :math:`\mathrm{diag}\,G_W = \sum_{k,n} g_{kn}^{2} (a_n^{2})^\top`, one backward pass per root of an example.
+    None otherwise (the caller squares whole Jacobian rows)."""
+    coords, layers, left = _layers(recorder, trace, potential, v)
+    calls = [(w, b, a, s) for w, (b, made) in layers.items() for a, s in made]
+    if not layers or left is not None or any(s.dim() != 2 for *_, s in calls):
+        return None
+    n, on_graph = _independent(roots, [s for *_, s in calls])
+    calls = [c for c, used in zip(calls, on_graph or []) if used]
+    if n == 0 or len({w for w, *_ in calls}) < len(calls):  # mixed examples, or a weight used twice
+        return None
+    diag = v.new_zeros(v.shape[-1])
+    for grads, _ in _pullbacks(roots, [s for *_, s in calls], v, None, n):
+        for (w, b, a, _), g in zip(calls, grads):
+            if g is None:  # this chunk's roots do not reach the layer
+                continue
+            g = g[:, :, 0]  # (k, N, out)
+            a = a.detach().reshape(n, -1)
+            diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, a**2).reshape(-1)
+            if b is not None:
+                diag[coords[b]] += (g**2).sum((0, 1))
+    return diag
 
 
 def _isotropic(prior: torch.Tensor, idx: torch.Tensor, name: str, what: str) -> float:

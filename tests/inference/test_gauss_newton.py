@@ -264,6 +264,54 @@ def test_kfac_is_the_ggns_layer_blocks_for_one_example(float64):
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_per_example_pullbacks_only_where_examples_are_independent(float64, monkeypatch):
+    """K-FAC and the diagonal pull every example's roots back in one pass where examples are independent: the same
+    factors and diagonal as one pass per root (to 1e-12). A network that centres its hidden layer on the batch mean
+    mixes examples: the sign test sees it, and the fallback's diagonal is still the dense GGN's."""
+    from pyebm.inference import kfac
+
+    calls = []
+    independent = kfac._independent
+    def spy(*args):
+        calls.append(independent(*args))
+        return calls[-1]
+
+    monkeypatch.setattr(kfac, "_independent", spy)
+    _, _, trained, fit = _mlp_adaptation(20)
+    kron, diag = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
+    assert [n for n, _ in calls] == [20, 20]
+    monkeypatch.setattr(kfac, "_independent", lambda *a: (0, None))  # one backward pass per root
+    kron_rows, diag_rows = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
+    for name in trained:
+        for mine, rows in zip(kron[name][:2], kron_rows[name][:2]):
+            if mine is not None:
+                torch.testing.assert_close(mine, rows, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(diag, diag_rows, rtol=1e-12, atol=1e-12)
+
+    class Centred(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(3, 5), torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = torch.tanh(self.a(x))
+            return self.b(h - h.mean(0))
+
+    from pyebm import ttt
+
+    torch.manual_seed(0)
+    net = Centred().double()
+    x, y = torch.randn(20, 3, dtype=torch.float64), torch.randn(20, 2, dtype=torch.float64)
+    at = {k: v.detach() for k, v in net.named_parameters()}
+    monkeypatch.setattr(kfac, "_independent", spy)
+    dense, diag = (ttt.adapt(net, (x, y), list(at), ttt.supervised("squared", 0.5),
+                             pyebm.Laplace(at=at, hessian="ggn", structure=s), prior_scale=1.0, prior_mean="zero",
+                             seed=0).diagnostics["hessian"] for s in ("full", "diag"))
+    assert calls[-1] == (0, None)
+    torch.testing.assert_close(diag, torch.diagonal(dense), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_kfac_factors_of_a_last_layer_by_hand(float64):
     """N examples: the last layer's output factor is sum_n (diag p_n - p_n p_n^T) (its outputs are the logits) and
     its input factor the mean outer product of the hidden activations; the bias block is the output factor."""
