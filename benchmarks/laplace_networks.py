@@ -80,6 +80,11 @@ def _peak_mib(fn) -> float:
     return (_status_kib("VmHWM") - start) / 1024
 
 
+def _mib(value: float) -> str:
+    """A peak in MiB; below 1 MiB the resident set cannot tell it from other allocations."""
+    return f"{value:7.1f}" if value >= 1 else "   < 1 "
+
+
 def all_weights(laplace_cls, net, data, test, energy, likelihood, delta, constant, noise=1.0) -> None:
     """Every weight, the generalised Gauss-Newton in each structure both libraries have (full, diagonal, K-FAC), at
     the trained weights: precisions (K-FAC: its Kronecker factors), evidence, the GLM predictive's agreement, fit and
@@ -146,7 +151,7 @@ def _structure_row(laplace_cls, net, data, test_x, test_y, names, energy, likeli
     print(f"{structure:10s} {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}      {factors:12s} "
           f"{abs(lml_la - lml_pe) / abs(lml_la):.1e}      {mean_diff:.1e}      {var_diff:.1e}      "
           f"{t_la:7.3f} {t_pe:7.3f} ({t_pe / t_la:4.2f})  {tp_la:7.4f} {tp_pe:7.4f} ({tp_pe / tp_la:4.2f})  "
-          f"{mem_la:7.1f} {mem_pe:7.1f} ({mem_pe / max(mem_la, 1e-9):4.2f})")
+          f"{_mib(mem_la)} {_mib(mem_pe)}" + (f" ({mem_pe / mem_la:4.2f})" if min(mem_la, mem_pe) >= 1 else ""))
     return tuned
 
 
