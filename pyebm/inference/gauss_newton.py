@@ -237,12 +237,11 @@ class Roots:
                 cot.scatter_(1, p, c.to(cot.dtype))
                 yield cot
 
-    def by_example(self, dim: int):
+    def by_example(self, size: int):
         r"""Chunks ``(k, M)`` of the cotangents summed over examples: a row holds root ``j`` of every example of a piece
         at once. Where the examples are independent (example ``n``'s natural parameters depend only on row ``n`` of a
         layer's output), one backward pass of such a row gives every example's own pullback in that row (the per-root
-        rows' in one pass instead of one per example; :meth:`signed` tests the independence)."""
-        size = max(1, HVP_BUDGET // max(dim, self.eta.numel(), 1))
+        rows' in one pass instead of one per example; :meth:`signed` tests the independence). ``size`` rows a chunk."""
         for pos, cols, _, within, _ in self.pieces:
             for first in range(0, int(within.max()) + 1 if len(pos) else 0, size):
                 pick = (within >= first) & (within < first + size)

@@ -30,6 +30,10 @@ from .factored import Kronecker
 
 __all__ = ["LayerRecorder", "kronecker", "layer_diagonal"]
 
+#: numbers of layer pullbacks held at once (2 MiB in float64): a network's curvature then costs little more memory
+#: than its forward pass, at some speed (one root of every example per backward pass where the layers are wide)
+PULLBACK_BUDGET = 2**18
+
 
 class LayerRecorder:
     """A context that records every ``nn.Linear`` call: ``(input, output, weight, bias)``."""
@@ -107,7 +111,8 @@ def _pullbacks(roots, outputs: list[torch.Tensor], v: torch.Tensor, left, n: int
     independent examples (:func:`_independent`) take one backward pass per root of an example (all ``N`` at once,
     :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
     per root, with ``N = 1``."""
-    cotangents = roots.by_example(v.shape[-1]) if n else roots.cotangents(v.shape[-1])
+    size = max(1, PULLBACK_BUDGET // max(sum(s.numel() for s in outputs), 1))
+    cotangents = roots.by_example(size) if n else roots.cotangents(v.shape[-1])
     for cot in cotangents:
         grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
                                     is_grads_batched=True, retain_graph=True, allow_unused=True)

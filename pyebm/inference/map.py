@@ -2,8 +2,9 @@ r"""MAP: the minimum of the energy, :math:`\hat\theta = \arg\min_\theta [E(\thet
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -155,12 +156,29 @@ def _distance(distance: float) -> str:
     return f"{distance:.3g} posterior sds" if np.isfinite(distance) else "an unknown distance"
 
 
-def _labels(potential: Potential) -> list[str]:
-    out = []
-    for s in potential.sites:
-        name = s.name if s.on_reals else f"unconstrained {s.name}"
-        out += element_labels(name, tuple(s.unconstrained_shape))
-    return out
+class _Labels(Sequence):
+    """Each unconstrained coordinate's label (``w[0, 1]``), built on first use: only error messages read them, and
+    a network's thousands of labels cost more than a small Laplace fit."""
+
+    def __init__(self, potential: Potential):
+        self._sites = potential.sites
+
+    @cached_property
+    def _all(self) -> list[str]:
+        out = []
+        for s in self._sites:
+            out += element_labels(s.name if s.on_reals else f"unconstrained {s.name}", tuple(s.unconstrained_shape))
+        return out
+
+    def __getitem__(self, i):
+        return self._all[i]
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+
+def _labels(potential: Potential) -> Sequence[str]:
+    return _Labels(potential)
 
 
 def _describe(values: dict, ops) -> str:
