@@ -170,14 +170,37 @@ def factor(H, ops: ArrayOps):
 
     A factorisation can succeed on a singular matrix by round-off (a pivot of ~1e-8 where 0 is due), so each pivot
     must also keep more than round-off of its diagonal entry: :math:`L_{jj}^2 > 10 D \varepsilon H_{jj}`. The test
-    is relative per coordinate, so a badly scaled but well-determined matrix (``diag(1e10, 1)``) passes.
+    is relative per coordinate, so a badly scaled but well-determined matrix (``diag(1e10, 1)``) passes. A single
+    precision matrix that fails is factorised again in float64: the matrix as given is then judged, not float32's
+    factorisation of it (a network's float32 GGN with condition number 1e5 is positive definite, but its float32
+    pivots fall under the round-off bound).
     """
+    L, ok = _factor(H, ops)
+    ok = np.asarray(ops.to_numpy(ok), dtype=bool)
+    if ops.eps(H) > 1e-10 and not ok.all():
+        H64 = np.asarray(ops.to_numpy(H), dtype=np.float64)
+        try:
+            L64 = np.linalg.cholesky(H64)
+            ok64 = _kept(np.diagonal(L64, axis1=-2, axis2=-1) ** 2, np.diagonal(H64, axis1=-2, axis2=-1),
+                         np.finfo(np.float64).eps)
+        except np.linalg.LinAlgError:
+            ok64 = np.zeros_like(ok)
+        if np.all(ok64):
+            L, ok = ops.asarray(L64.astype(np.float32), like=H), ok64
+    return L, ok
+
+
+def _factor(H, ops: ArrayOps):
     L, ok = ops.cholesky(H)
     pivots = ops.to_numpy(ops.diagonal(L)).astype(np.float64) ** 2
-    diag = np.abs(ops.to_numpy(ops.diagonal(H)).astype(np.float64))
-    with np.errstate(invalid="ignore"):
-        kept = (pivots > 10 * H.shape[-1] * ops.eps(H) * diag).all(-1)
+    kept = _kept(pivots, ops.to_numpy(ops.diagonal(H)).astype(np.float64), ops.eps(H))
     return L, np.asarray(ops.to_numpy(ok), dtype=bool) & kept
+
+
+def _kept(pivots: np.ndarray, diag: np.ndarray, eps: float) -> np.ndarray:
+    """Whether every pivot keeps more than round-off of its diagonal entry (per matrix of a batch)."""
+    with np.errstate(invalid="ignore"):
+        return (pivots > 10 * diag.shape[-1] * eps * np.abs(diag)).all(-1)
 
 
 def positive_definite(H, ops: ArrayOps, *, what: str = "Laplace", labels: list[str] | None = None) -> DensePrecision:
@@ -207,10 +230,13 @@ def positive_definite(H, ops: ArrayOps, *, what: str = "Laplace", labels: list[s
             f"(largest {top:.3g}) along {along}. The optimiser stopped at a saddle point, where no Gaussian fits. "
             "Start elsewhere (`init`), or sample with method='nuts'."
         )
+    single = (" In single precision round-off is large: compute in float64 (torch.set_default_dtype(torch.float64), "
+              "net.double()) to tell a flat direction from a saddle or a small curvature.") if ops.eps(H) > 1e-10 else ""
     raise InferenceError(
-        f"{what}: the Hessian at the minimum{where} is not positive definite but singular: curvature {lowest:.3g} along {along} is zero to "
-        f"round-off (largest curvature {top:.3g}): a flat direction, where the energy does not confine the latent. "
-        "Add a prior that curves it, fix the redundant parameter, or sample with method='nuts'."
+        f"{what}: the Hessian at the minimum{where} is not positive definite but singular: curvature {lowest:.3g} "
+        f"along {along} is zero to round-off ({floor:.3g}; largest curvature {top:.3g}): a flat direction, where the "
+        "energy does not confine the latent. Add a prior that curves it, fix the redundant parameter, or sample with "
+        "method='nuts'." + single
     )
 
 

@@ -83,6 +83,32 @@ def test_flat_direction_raises(float64):
         pyebm.infer(model, method="laplace", seed=0, progress=False)
 
 
+def test_a_float32_hessian_is_judged_as_given_not_by_float32_pivots():
+    """Pairs of strongly coupled coordinates (as a network's weights are), eigenvalues 1 and 1e3 to 1e5 along their
+    sum and difference: positive definite, but some float32 Cholesky pivots keep less than the 10 D eps round-off
+    bound of their diagonal. The matrix is accepted, its variances within 1e-2 of float64's (float32's eps times the
+    condition number, 1.2e-2, bounds the error; the entries' own round-off, 3e-3, is what remains). A singular
+    float32 matrix is still refused, and the message points to float64."""
+    from pyebm.inference.curvature import factor, positive_definite
+    from pyebm.ops import TORCH
+
+    big = torch.logspace(3, 5, 100, dtype=torch.float64)
+    a, b = (big + 1) / 2, (big - 1) / 2
+    H64 = torch.block_diag(*[torch.stack([torch.stack([p, q]), torch.stack([q, p])]) for p, q in zip(a, b)])
+    H = H64.float()
+    L, ok = TORCH.cholesky(H)
+    assert bool(ok) and bool((torch.diagonal(L) ** 2 < 10 * 200 * torch.finfo(torch.float32).eps
+                              * torch.diagonal(H)).any())
+    assert factor(H, TORCH)[1].all()
+    precision = positive_definite(H, TORCH)
+    torch.testing.assert_close(precision.variance().double(), torch.diagonal(torch.linalg.inv(H64)), rtol=1e-2,
+                               atol=0)
+    singular = H64.clone()
+    singular[:2, :2] = 5e4
+    with pytest.raises(pyebm.InferenceError, match="singular.*compute in float64"):
+        positive_definite(singular.float(), TORCH)
+
+
 @pytest.mark.parametrize("hessian", ["full", "diag"])
 def test_post_hoc_laplace_takes_the_curvature_where_it_is_told(hessian, float64):
     e = gaussian_2d()
