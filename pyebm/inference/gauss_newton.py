@@ -94,7 +94,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     ``"full"``: dense ``D x D``; ``"diag"``: its diagonal, from the ``nn.Linear`` layers' per-example pullbacks where
     every coordinate is a layer's weight or bias (:func:`~pyebm.inference.kfac.layer_diagonal`), else accumulated
     from chunks of Jacobian rows (memory: a chunk times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
-    curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` layer (:mod:`pyebm.inference.kfac`).
+    curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` and ``nn.Conv2d`` layer (:mod:`pyebm.inference.kfac`).
     """
     from .kfac import LayerRecorder, kronecker, layer_diagonal
 

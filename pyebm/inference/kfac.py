@@ -1,4 +1,5 @@
-r"""Kronecker-factored GGN (K-FAC) for the ``nn.Linear`` layers of a Pyro model or a test-time adaptation.
+r"""Kronecker-factored GGN (K-FAC) for the ``nn.Linear`` and ``nn.Conv2d`` layers of a Pyro model or a test-time
+adaptation.
 
 A layer :math:`s = Wa + b` (weight ``(out, in)``) applied to inputs :math:`a_n` contributes to the GGN's weight block
 
@@ -14,7 +15,14 @@ norm's scale) form one dense GGN block. The prior's curvature must be elementwis
 each bias (an isotropic Gaussian prior per parameter, as laplace-torch's prior precision); it is added exactly
 through the eigendecomposition of the factors (:class:`~pyebm.inference.factored.Kronecker`).
 
-Layers are found by a global forward hook during the model's one run: an ``nn.Linear`` whose ``weight`` is the value
+A convolution is the same product over its unfolded patches (Grosse & Martens 2016): each of an example's ``T``
+output positions is a row, :math:`A` the mean outer product of the patches, :math:`B` the sum over every position's
+pullback, the bias block over each example's positions summed. A layer with several rows per example (a convolution,
+or a linear layer over a sequence) is no longer exact for one example.
+
+The examples' pullbacks come from one backward pass per root of an example, all examples at once, where the
+examples are independent (tested, else one pass per root). Layers are found by a global forward hook during the
+model's one run: an ``nn.Linear`` or ``nn.Conv2d`` (``groups=1``, numeric zero padding) whose ``weight`` is the value
 of a latent site (a ``PyroSample`` weight, or a weight passed to :func:`torch.func.functional_call` as
 :func:`pyebm.ttt.adapt` does).
 """
@@ -35,8 +43,43 @@ __all__ = ["LayerRecorder", "kronecker", "layer_diagonal"]
 PULLBACK_BUDGET = 2**18
 
 
+class LayerCall:
+    """One call of an ``nn.Linear`` or ``nn.Conv2d``: its input as rows of the layer's matrix product (a convolution's
+    unfolded patches), and its output's pullbacks as rows ``(k, N, T, out)`` (``T`` spatial positions)."""
+
+    def __init__(self, module: nn.Module, a: torch.Tensor, s: torch.Tensor):
+        self.module, self.a, self.s = module, a, s
+        self.weight, self.bias = module.weight, module.bias
+        self.conv = isinstance(module, nn.Conv2d)
+
+    def unsupported(self) -> str | None:
+        """Why K-FAC cannot factor this convolution (None if it can)."""
+        m = self.module
+        if self.conv and (m.groups != 1 or m.padding_mode != "zeros" or isinstance(m.padding, str)):
+            return (f"groups={m.groups}, padding={m.padding!r}, padding_mode={m.padding_mode!r} (K-FAC takes "
+                    "groups=1 and numeric zero padding)")
+        if isinstance(m, nn.modules.conv._ConvNd) and not self.conv:
+            return f"{type(m).__name__} (K-FAC takes nn.Linear and nn.Conv2d)"
+        return None
+
+    def patches(self) -> torch.Tensor:
+        """The inputs as rows ``(N T, in)``, the weight flattened to ``(out, in)`` row-major."""
+        a = self.a.detach()
+        if self.conv:
+            m = self.module
+            a = torch.nn.functional.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, in, T)
+            return a.transpose(1, 2).reshape(-1, a.shape[1])
+        return a.reshape(-1, a.shape[-1])
+
+    def rows(self, g: torch.Tensor, n: int) -> torch.Tensor:
+        """Pullbacks ``(k, *output shape)`` as ``(k, n, T, out)``."""
+        if self.conv:
+            g = g.flatten(3).transpose(2, 3)  # (k, N, T, out)
+        return g.reshape(g.shape[0], n, -1, g.shape[-1])
+
+
 class LayerRecorder:
-    """A context that records every ``nn.Linear`` call: ``(input, output, weight, bias)``."""
+    """A context that records every call of an ``nn.Linear`` or a convolution as a :class:`LayerCall`."""
 
     def __enter__(self) -> LayerRecorder:
         self.calls = []
@@ -47,8 +90,8 @@ class LayerRecorder:
         self._handle.remove()
 
     def _hook(self, module, inputs, output) -> None:
-        if isinstance(module, nn.Linear):
-            self.calls.append((inputs[0], output, module.weight, module.bias))
+        if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+            self.calls.append(LayerCall(module, inputs[0], output))
 
 
 def _coordinates(potential, v: torch.Tensor) -> dict[str, torch.Tensor | None]:
@@ -65,17 +108,25 @@ def _coordinates(potential, v: torch.Tensor) -> dict[str, torch.Tensor | None]:
     return out
 
 
-def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor):
-    """The latent coordinates, the recorded layers ``{weight site: [bias site or None, [(input, output), ...]]}`` and
-    the coordinates outside them (None if none)."""
+def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: str | None):
+    """The latent coordinates, the recorded layers ``{weight site: [bias site or None, [LayerCall, ...]]}`` and the
+    coordinates outside them (None if none). A layer K-FAC cannot factor raises (``what`` names the caller) or, with
+    ``what=None``, is left out (its coordinates then count as outside the layers)."""
     coords = _coordinates(potential, v)
     by_value = {id(trace.nodes[s.name]["value"]): s.name for s in potential.sites
                 if s.on_reals and coords[s.name] is not None}
     layers = {}
-    for a, s, weight, bias in recorder.calls:
-        name = by_value.get(id(weight))
+    for call in recorder.calls:
+        name = by_value.get(id(call.weight))
         if name is not None:
-            layers.setdefault(name, [by_value.get(id(bias)) if bias is not None else None, []])[1].append((a, s))
+            problem = call.unsupported()
+            if problem and what is None:
+                continue
+            if problem:
+                raise ValueError(f"{what}: hessian='kron' cannot factor the layer whose weight is {name!r}: "
+                                 f"{problem}. Use hessian='ggn' (dense, or structure='diag').")
+            bias = by_value.get(id(call.bias)) if call.bias is not None else None
+            layers.setdefault(name, [bias, []])[1].append(call)
     in_layers = {n for w, (b, _) in layers.items() for n in (w, b) if n is not None}
     left = [coords[s.name] for s in potential.sites if s.name not in in_layers and coords[s.name] is not None]
     return coords, layers, torch.cat(left) if left else None
@@ -83,9 +134,10 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor):
 
 def _independent(roots, outputs: list[torch.Tensor]) -> tuple[int, list[bool] | None]:
     """The number of examples ``N`` if every layer output's leading axis is the observations' example axis and the
-    examples are independent, else 0; and which outputs are on the observations' graph (None if not tested). Independence is tested by one backward pass: with each example's roots flipped
-    by a random sign, each row of every layer's pullback must flip with its example's sign (a batch norm in training
-    mode, or attention across the batch, mixes them and fails)."""
+    examples are independent, else 0; and which outputs are on the observations' graph (None if not tested).
+    Independence is tested by one backward pass: with each example's roots flipped by a random sign, each row of
+    every layer's pullback must flip with its example's sign (a batch norm in training mode, or attention across the
+    batch, mixes them and fails)."""
     if len(roots.examples) != 1 or not outputs:
         return 0, None
     (n,) = roots.examples
@@ -105,19 +157,19 @@ def _independent(roots, outputs: list[torch.Tensor]) -> tuple[int, list[bool] | 
     return n, [g is not None for g in grads]
 
 
-def _pullbacks(roots, outputs: list[torch.Tensor], v: torch.Tensor, left, n: int):
+def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
     r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, N, T, out)`` (``T`` rows of
     an example, as a sequence's), with the rows of :math:`L^\top J` in the coordinates ``left``. ``N = n``
     independent examples (:func:`_independent`) take one backward pass per root of an example (all ``N`` at once,
     :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
     per root, with ``N = 1``."""
+    outputs = [c.s for c in calls]
     size = max(1, PULLBACK_BUDGET // max(sum(s.numel() for s in outputs), 1))
     cotangents = roots.by_example(size) if n else roots.cotangents(v.shape[-1])
     for cot in cotangents:
         grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
                                     is_grads_batched=True, retain_graph=True, allow_unused=True)
-        out = [None if g is None else g.detach().reshape(len(cot), max(n, 1), -1, g.shape[-1])
-               for g in grads[: len(outputs)]]
+        out = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]
         yield out, (grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None)
 
 
@@ -126,20 +178,20 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring)."""
     from .gauss_newton import rest_diagonal
 
-    coords, layers, left = _layers(recorder, trace, potential, v)
+    coords, layers, left = _layers(recorder, trace, potential, v, what)
     if not layers:
-        raise ValueError(f"{what}: hessian='kron' factorises nn.Linear layers whose weight is a latent site (a "
-                         "PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. Use "
-                         "hessian='ggn' (dense) or structure='diag'.")
-    outputs = [s for _, (_, calls) in layers.items() for _, s in calls]
+        raise ValueError(f"{what}: hessian='kron' factorises nn.Linear and nn.Conv2d layers whose weight is a latent "
+                         "site (a PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. "
+                         "Use hessian='ggn' (dense) or structure='diag'.")
+    calls = [c for _, (_, made) in layers.items() for c in made]
     if left is not None:
         check_dense_size(len(left), 1, v.element_size(), what)
     B = {w: 0.0 for w in layers}
     Bb = {w: 0.0 for w in layers}
-    on_graph = [False] * len(outputs)
+    on_graph = [False] * len(calls)
     G_left = 0.0
-    n = _independent(roots, outputs)[0] if left is None else 0
-    for grads, rows in _pullbacks(roots, outputs, v, left, n):
+    n = _independent(roots, [c.s for c in calls])[0] if left is None else 0
+    for grads, rows in _pullbacks(roots, calls, v, left, n):
         i = 0
         for w, (_, calls) in layers.items():
             for _ in calls:
@@ -155,14 +207,15 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     prior = rest_diagonal(rest, v, exact=False, what=what)
     blocks, i = [], 0
     for w, (b, calls) in layers.items():
-        used = [(a, s) for j, (a, s) in enumerate(calls) if on_graph[i + j]]
+        used = [c for j, c in enumerate(calls) if on_graph[i + j]]
         i += len(calls)
         if len(used) > 1:
-            raise ValueError(f"{what}: hessian='kron' takes one call of each nn.Linear on the observations' graph; "
+            raise ValueError(f"{what}: hessian='kron' takes one call of each layer on the observations' graph; "
                              f"the weight {w!r} is used {len(used)} times (shared weights). Use hessian='ggn'.")
-        out_f, in_f = trace.nodes[w]["value"].shape
+        shape = trace.nodes[w]["value"].shape
+        out_f, in_f = shape[0], shape.numel() // shape[0]
         if used:
-            a = used[0][0].detach().reshape(-1, in_f)
+            a = used[0].patches()
             A = a.T @ a / a.shape[0]
         else:  # not on the observations' graph: the prior alone
             A = v.new_zeros(in_f, in_f)
@@ -182,21 +235,21 @@ def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, r
     bias of an ``nn.Linear`` called once, on one row per example, and the examples are independent:
     :math:`\mathrm{diag}\,G_W = \sum_{k,n} g_{kn}^{2} (a_n^{2})^\top`, one backward pass per root of an example.
     None otherwise (the caller squares whole Jacobian rows)."""
-    coords, layers, left = _layers(recorder, trace, potential, v)
-    calls = [(w, b, a, s) for w, (b, made) in layers.items() for a, s in made]
-    if not layers or left is not None or any(s.dim() != 2 for *_, s in calls):
+    coords, layers, left = _layers(recorder, trace, potential, v, None)
+    calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
+    if not layers or left is not None or any(c.conv or c.s.dim() != 2 for *_, c in calls):
         return None
-    n, on_graph = _independent(roots, [s for *_, s in calls])
+    n, on_graph = _independent(roots, [c.s for *_, c in calls])
     calls = [c for c, used in zip(calls, on_graph or []) if used]
     if n == 0 or len({w for w, *_ in calls}) < len(calls):  # mixed examples, or a weight used twice
         return None
     diag = v.new_zeros(v.shape[-1])
-    for grads, _ in _pullbacks(roots, [s for *_, s in calls], v, None, n):
-        for (w, b, a, _), g in zip(calls, grads):
+    for grads, _ in _pullbacks(roots, [c for *_, c in calls], v, None, n):
+        for (w, b, c), g in zip(calls, grads):
             if g is None:  # this chunk's roots do not reach the layer
                 continue
             g = g[:, :, 0]  # (k, N, out)
-            a = a.detach().reshape(n, -1)
+            a = c.patches()
             diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, a**2).reshape(-1)
             if b is not None:
                 diag[coords[b]] += (g**2).sum((0, 1))

@@ -49,9 +49,10 @@ class Laplace(MAP):
     Poisson: their Fisher information pulled back through the Jacobian of their natural parameters, exact curvature
     for the rest; positive definite wherever the prior is proper, the exact Hessian for a model linear in the latents;
     see :mod:`pyebm.inference.gauss_newton`), and for the GGN a ``structure``: ``"full"`` (dense, default), ``"diag"``
-    (its diagonal, from squares of Jacobian rows: as many backward passes as outputs, never D x D), ``"kron"`` (K-FAC:
-    Kronecker factors per ``nn.Linear`` weight, dense bias blocks, :mod:`pyebm.inference.kfac`) or ``"lowrank"``
-    (the top ``rank`` eigenpairs of the data's GGN plus the prior's diagonal); ``hessian="kron"`` and
+    (its diagonal, from squares of Jacobian rows, or of ``nn.Linear`` layers' per-example pullbacks: never D x D),
+    ``"kron"`` (K-FAC: Kronecker factors per ``nn.Linear`` or ``nn.Conv2d`` weight, dense bias blocks,
+    :mod:`pyebm.inference.kfac`) or ``"lowrank"`` (the top ``rank`` eigenpairs of the data's GGN plus the prior's
+    diagonal); ``hessian="kron"`` and
     ``hessian="lowrank"`` are short for the GGN in those structures. ``subset``: a site name, a list of names or a
     predicate on names, the
     sites whose Gaussian is taken, the others held at the mode (or at ``at``): the conditional posterior of the subset,

@@ -363,11 +363,55 @@ def test_kfac_of_a_pyro_module_network(float64):
         torch.testing.assert_close(P[sl, sl], H[sl, sl], rtol=1e-10, atol=1e-10)
 
 
+def _conv_adaptation(net, x, y, kind="squared"):
+    from pyebm import ttt
+
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+
+    def fit(hessian):
+        return ttt.adapt(net, (x, y), list(trained), ttt.supervised(kind, 0.5), pyebm.Laplace(at=trained,
+                         hessian=hessian), prior_scale=0.7, prior_mean="zero", seed=0)
+
+    return trained, fit
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_of_a_convolution(float64):
+    """nn.Conv2d layers are K-FAC blocks too. A 3x3 kernel over a 3x3 image has one output position: with one
+    example every block equals the dense GGN's (the unfolded patches ordered as the flattened weight). With many
+    positions (padding 1, stride 2) the input factor is the mean outer product of every patch, here cut out by hand,
+    and, the convolution's outputs being the observations' means, the output factor is N T / sigma^2 I."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                              torch.nn.Linear(4, 2)).double()
+    trained, fit = _conv_adaptation(net, torch.randn(1, 2, 3, 3, dtype=torch.float64),
+                                    torch.randint(0, 2, (1,)), "cross_entropy")
+    H = fit("ggn").diagnostics["hessian"]
+    P = torch.linalg.inv(fit("kron").approximation.structure.covariance())
+    for sl in _blocks(trained).values():
+        torch.testing.assert_close(P[sl, sl], H[sl, sl], rtol=1e-10, atol=1e-10)
+
+    conv = torch.nn.Conv2d(2, 3, 3, padding=1, stride=2).double()
+    x = torch.randn(4, 2, 5, 5, dtype=torch.float64)
+    net = torch.nn.Sequential(conv, torch.nn.Flatten())
+    _, fit = _conv_adaptation(net, x, torch.randn(4, 27, dtype=torch.float64))
+    B, A, _ = fit("kron").diagnostics["hessian"]["0.weight"]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    patches = torch.stack([padded[n, :, i : i + 3, j : j + 3].reshape(-1) for n in range(4) for i in (0, 2, 4)
+                           for j in (0, 2, 4)])
+    torch.testing.assert_close(A, patches.T @ patches / 36, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(B, 36 / 0.25 * torch.eye(3, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    grouped = torch.nn.Sequential(torch.nn.Conv2d(2, 2, 3, groups=2), torch.nn.Flatten()).double()
+    _, fit = _conv_adaptation(grouped, x, torch.randn(4, 18, dtype=torch.float64))
+    with pytest.raises(ValueError, match="cannot factor the layer whose weight is '0.weight': groups=2"):
+        fit("kron")
+
+
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_kfac_refusals(float64):
     """No nn.Linear over the latents, and a prior that is not one number per parameter, are clear errors; K-FAC is a
     structure of the GGN only."""
-    with pytest.raises(ValueError, match="factorises nn.Linear layers"):
+    with pytest.raises(ValueError, match="factorises nn.Linear and nn.Conv2d layers"):
         pyebm.infer(glm("normal"), X, data("normal"), method=pyebm.Laplace(at={"w": W}, hessian="kron"),
                     progress=False)
     _, _, trained, _ = _mlp_adaptation(5)
