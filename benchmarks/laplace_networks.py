@@ -8,7 +8,8 @@ last layer the network is linear in the weights, so the exact Hessian (pyebm) an
 which pyebm's energy leaves out) and the GLM predictives must agree to round-off. Then each tunes the prior
 precision by its own evidence maximisation, and the test NLL / ECE / accuracy and the fit and predict times are put
 side by side. Last, every weight: both take the GGN in full, diagonal and Kronecker-factored (K-FAC) structures
-(pyebm.Laplace(hessian="ggn", structure=...)), which must agree too, with times and peak memory side by side.
+(pyebm.Laplace(hessian="ggn", structure=...)), which must agree too, with times and peak memory side by side. A
+small CNN on the digits checks K-FAC's convolution factors.
 
     pip install laplace-torch           # optional: only this benchmark needs it (then pip install torch==2.13.0:
                                         # its requirements upgrade torch to a CUDA build)
@@ -300,6 +301,59 @@ def classification(laplace_cls) -> None:
     all_weights(laplace_cls, net, (x, y), (xt, yt), ttt.supervised("cross_entropy"), "classification", delta, 0.0)
 
 
+def convolution(laplace_cls) -> None:
+    """A small CNN on the digits (8x8 images), K-FAC over every weight: the convolutions' Kronecker factors against
+    laplace-torch's (both "expand" K-FAC over the unfolded patches), and each library's bias blocks against the
+    exact GGN's (pyebm keeps a convolution's bias block exact: each example's positions summed before the outer
+    product; laplace-torch treats every position as an example there)."""
+    from pyebm.examples import digits
+
+    (x, y), _, _ = digits.load(0)
+    x = x.reshape(-1, 1, 8, 8)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(8, 8, 3, stride=2),
+                              torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(72, 10))
+    _train(net, x, y, torch.nn.functional.cross_entropy, 300)
+    names = [k for k, _ in net.named_parameters()]
+    energy = ttt.supervised("cross_entropy")
+
+    def fit_la():
+        la = laplace_cls(net, "classification", subset_of_weights="all", hessian_structure="kron", prior_precision=1.0)
+        la.fit(DataLoader(TensorDataset(x, y), batch_size=len(x)))
+        return la
+
+    la, t_la = _timed(fit_la)
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), names, energy, 1.0, hessian="kron"))
+    mem_la, mem_pe = _peak_mib(fit_la), _peak_mib(lambda: _pyebm_posterior(net, (x, y), names, energy, 1.0,
+                                                                            hessian="kron"))
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+    biases = [n for n in names if n.endswith("bias")]
+    exact = _precision_of(ttt.adapt(net, (x, y), biases, energy, pyebm.Laplace(at={k: trained[k] for k in biases},
+                                                                                  hessian="ggn"),
+                                    prior_scale=1.0, prior_mean="zero", seed=0))  # the biases' dense GGN + prior
+    h, start = float(la._H_factor), 0
+    print(f"\n# classification: digits CNN (conv 1-8 3x3 pad 1, conv 8-8 3x3 stride 2, linear 72-10; "
+          f"{sum(p.numel() for p in net.parameters())} weights), K-FAC, prior precision 1, at the trained weights")
+    print("parameter   factors vs laplace-torch   bias block vs exact GGN: pyebm   laplace-torch")
+    for (name, (B, A, _)), F in zip(post.diagnostics["hessian"].items(), la.H_facs.kfacs):
+        if A is None:
+            k = B.shape[0]
+            block = exact[start : start + k, start : start + k]
+            eye = torch.eye(k)
+            start += k
+            mine, theirs = ((float((P + eye - block).abs().max() / block.abs().max())) for P in (B, h * F[0]))
+            print(f"{name:10s}  -                         {mine:.1e}                       {theirs:.1e}")
+        else:
+            c = float(B.norm() / F[0].norm())
+            worst = max(float((B - c * F[0]).abs().max() / (c * F[0]).abs().max()),
+                        float((A - h / c * F[1]).abs().max() / (h / c * F[1]).abs().max()))
+            print(f"{name:10s}  {worst:.1e}")
+    print(f"log marginal likelihood   laplace-torch {float(la.log_marginal_likelihood()):.4f}   pyebm "
+          f"{post.log_evidence:.4f} (apart by the bias blocks)")
+    print(f"fit s (median of 3)       laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
+    print(f"peak MiB                  laplace-torch {_mib(mem_la)}   pyebm {_mib(mem_pe)}")
+
+
 def main() -> None:
     if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:  # every block above 64 KiB its own mapping, unmapped when
         # freed: the resident set then follows live memory, and the peak-memory column measures each fit alone
@@ -314,6 +368,7 @@ def main() -> None:
           f"{torch.__version__}, python {sys.version.split()[0]}, {platform.platform()}, {os.cpu_count()} cpus")
     regression(Laplace)
     classification(Laplace)
+    convolution(Laplace)
 
 
 if __name__ == "__main__":
