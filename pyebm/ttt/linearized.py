@@ -28,15 +28,19 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     centre = {k: v.to(fn.trained[k].dtype) for k, v in posterior.mode.items()}
     names = list(centre)
 
-    def one(values_b, x_b):
-        out = fn(values_b, x_b.unsqueeze(0)).squeeze(0)
-        return out, jacrev(lambda v: fn(v, x_b.unsqueeze(0)).squeeze(0))(values_b)
+    def one(values_b, x_b):  # the outputs ride along as jacrev's aux: one forward pass
+        def outputs(v):
+            out = fn(v, x_b.unsqueeze(0)).squeeze(0)
+            return out, out.detach()
+
+        jac, out = jacrev(outputs, has_aux=True)(values_b)
+        return out, jac
 
     with torch.no_grad():
         if independent:
             mean, jac = vmap(one)(centre, x)  # (B, C), {name: (B, C, *shape)}
         elif not _couples_examples(fn.net):  # one small Jacobian per example: C backward passes each
-            mean, jac = vmap(one, in_dims=(None, 0))(centre, x)
+            mean, jac = _layer_jacobians(fn, centre, x) or vmap(one, in_dims=(None, 0))(centre, x)
         else:  # batch statistics tie the examples together: the Jacobian of the whole batch's outputs
             mean = fn(centre, x)
             jac = jacrev(lambda v: fn(v, x))(centre)
@@ -53,6 +57,43 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     else:
         sigma_jt = approx.structure.solve(J)
     return mean, torch.einsum("bcd,bkd->bck", J, sigma_jt).to(mean.dtype)
+
+
+def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
+    r"""Every example's Jacobian at once where each adapted weight is the weight or bias of an ``nn.Linear`` called
+    once on one row per example: with :math:`g_{cn} = \partial f_c(x_n) / \partial s_n` the output's pullback to the
+    layer's output (one batched backward pass per output, all examples at once), :math:`J_W = g_{cn} a_n^\top` and
+    :math:`J_b = g_{cn}` (a last layer's :math:`g` is the identity). ``(mean, {name: (B, C, *shape)})``, or None
+    (the caller then vmaps a Jacobian per example)."""
+    from ..inference.kfac import LayerRecorder
+
+    values = {k: v.detach().requires_grad_(True) for k, v in centre.items()}
+    with torch.enable_grad(), LayerRecorder() as recorder:
+        out = fn(values, x)
+    found = {}
+    for call in recorder.calls:
+        for role, p in (("weight", call.weight), ("bias", call.bias)):
+            name = next((k for k, v in values.items() if v is p), None)
+            if name is not None:
+                if name in found or call.conv or call.s.dim() != 2 or len(call.s) != len(x):
+                    return None
+                found[name] = (role, call)
+    if len(found) != len(values) or out.dim() != 2:
+        return None
+    eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
+    pull = {id(c): eye.expand(len(x), -1, -1) for _, c in found.values() if c.s is out}  # a last layer: g = I
+    calls = list({id(c): c for _, c in found.values() if id(c) not in pull}.values())
+    if calls:
+        grads = torch.autograd.grad(out, [c.s for c in calls], grad_outputs=eye[:, None, :].expand(-1, *out.shape),
+                                    is_grads_batched=True, allow_unused=True)
+        if any(g is None for g in grads):
+            return None
+        pull.update({id(c): g.transpose(0, 1) for c, g in zip(calls, grads)})  # (B, C, out)
+    jac = {}
+    for name, (role, call) in found.items():
+        g = pull[id(call)]
+        jac[name] = g if role == "bias" else g[..., None] * call.a.detach()[:, None, None, :]
+    return out.detach(), jac
 
 
 def _couples_examples(net) -> bool:

@@ -194,6 +194,36 @@ def test_linearised_predictive_of_independent_adaptation_matches_one_input_at_a_
         torch.testing.assert_close(f_var[i], v[0], atol=1e-8, rtol=1e-6)
 
 
+@pytest.mark.parametrize("latents", [["2.weight", "2.bias"], None, ["0.weight", "2.bias"]])
+def test_glm_jacobians_from_layer_pullbacks_are_the_per_example_jacobians(float64, monkeypatch, latents):
+    """Adapted nn.Linear weights take every example's Jacobian from one forward and one backward pass per output
+    (a last layer: none); the GLM predictive equals the one from per-example jacrev to round-off. A network whose
+    adapted weight is not a Linear's (a LayerNorm's) takes the per-example path."""
+    from pyebm.ttt import linearized
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3)).double()
+    x = torch.randn(9, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    names = latents or [k for k, _ in net.named_parameters()]
+    post = adapt(net, (x, torch.tensor([0, 1, 2] * 3)), names, supervised(), pyebm.Laplace(
+        at={k: v.detach() for k, v in net.named_parameters() if k in names}, hessian="ggn"), prior_scale=1.0,
+        prior_mean="zero", seed=0)
+    calls = []
+    layers = linearized._layer_jacobians
+    monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: calls.append(layers(*a)) or calls[-1])
+    probit = predict(net, post, x, pred_type="glm", link_approx="probit")
+    assert calls[-1] is not None
+    monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: None)
+    torch.testing.assert_close(probit, predict(net, post, x, pred_type="glm", link_approx="probit"), rtol=1e-12,
+                               atol=1e-12)
+
+    norm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 3)).double()
+    post = adapt(norm, x, ["1.weight", "2.bias"], "entropy", "laplace", prior_scale=0.5, seed=0)
+    monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: calls.append(layers(*a)) or calls[-1])
+    predict(norm, post, x, pred_type="glm")
+    assert calls[-1] is None
+
+
 def test_linearised_classification_links(float64):
     net, x, post = _classifier_with_bias_posterior()
     # the logits are linear in the output bias: the GLM is exact, so its Monte Carlo link is the weight average
