@@ -21,8 +21,6 @@ Hessian at weights that are not exactly a minimum. For a model linear in :math:`
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.subsample_messenger import _Subsample
@@ -91,15 +89,16 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite) and the names of the
     observation sites whose link it used. A ValueError says why where the model has no observation of a known family.
 
-    ``"full"``: dense ``D x D``; ``"diag"``: its diagonal, from the ``nn.Linear`` layers' per-example pullbacks where
+    ``"full"``: dense ``D x D`` (its Jacobian rows from ``nn.Linear`` layers' per-example pullbacks where every
+    coordinate is a layer's weight or bias, :func:`~pyebm.inference.kfac.layer_rows`); ``"diag"``: its diagonal, from the ``nn.Linear`` layers' per-example pullbacks where
     every coordinate is a layer's weight or bias (:func:`~pyebm.inference.kfac.layer_diagonal`), else accumulated
     from chunks of Jacobian rows (memory: a chunk times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
     curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` and ``nn.Conv2d`` layer (:mod:`pyebm.inference.kfac`).
     """
-    from .kfac import LayerRecorder, kronecker, layer_diagonal
+    from .kfac import LayerRecorder, kronecker, layer_diagonal, layer_rows
 
-    recorder = LayerRecorder() if structure in ("kron", "diag") else None
-    with torch.enable_grad(), recorder or nullcontext():  # one run of the model, its graphs kept
+    recorder = LayerRecorder()
+    with torch.enable_grad(), recorder:  # one run of the model, its graphs kept
         v = u.detach().requires_grad_(True)
         unconstrained = potential.unpack(v)  # every site, held coordinates included
         trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
@@ -118,7 +117,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         if structure == "full":
             check_dense_size(dim, 1, v.element_size(), what)
             ggn = _hessian(rest, v)  # the rest's exact curvature
-            for rows in roots.jacobian_rows(v):
+            for rows in layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v):
                 ggn.addmm_(rows.T, rows)
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
             return ggn, list(parts)
@@ -129,7 +128,8 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
                 data = sum((rows**2).sum(0) for rows in roots.jacobian_rows(v))
             rest_diag = rest_diag + data
             return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts)
-        return _low_rank(roots, v, rest_diag, rank, potential.ops, what, labels), list(parts)
+        rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
+        return _low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts)
 
 
 def _unit_products(g: torch.Tensor, v: torch.Tensor):
@@ -290,16 +290,17 @@ def rest_diagonal(rest: torch.Tensor, v: torch.Tensor, exact: bool, what: str) -
         out[idx] = rows[torch.arange(len(idx)), idx]
     return out
 
-def _low_rank(roots: Roots, v: torch.Tensor, rest_diag: torch.Tensor, rank: int, ops, what: str, labels):
+def _low_rank(count: int, chunks, v: torch.Tensor, rest_diag: torch.Tensor, rank: int, ops, what: str, labels):
     r"""The top ``rank`` eigenpairs of :math:`J^\top\Lambda J = R^\top R` from the singular vectors of the rows
-    :math:`R` (``count x D``, held; exact thin SVD up to 2048 on the short side, else randomised with a fixed seed),
-    plus the rest's diagonal, which must be positive (a proper prior on every coordinate)."""
-    need = roots.count * v.shape[-1] * v.element_size()
+    :math:`R` (about ``count x D``, held, from its ``chunks``; exact thin SVD up to 2048 on the short side, else
+    randomised with a fixed seed), plus the rest's diagonal, which must be positive (a proper prior on every
+    coordinate)."""
+    need = count * v.shape[-1] * v.element_size()
     if need > MAX_DENSE_BYTES:
-        raise MemoryError(f"{what}: the low-rank GGN holds the {roots.count} x {v.shape[-1]} rows of its square "
+        raise MemoryError(f"{what}: the low-rank GGN holds the {count} x {v.shape[-1]} rows of its square "
                           f"root, {need / 2**30:.1f} GiB (limit {MAX_DENSE_BYTES / 2**30:.0f} GiB); use "
                           "structure='kron' or 'diag', or fewer observations.")
-    rows = torch.cat(list(roots.jacobian_rows(v)))
+    rows = torch.cat(list(chunks))
     diag = positive_diagonal(rest_diag, ops, what, labels, part="the prior's (rest's) curvature, which the low-rank "
                              "structure adds to the data's,")
     k = min(rank, *rows.shape)

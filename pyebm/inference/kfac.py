@@ -33,10 +33,11 @@ import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook
 
+from ..ops import HVP_BUDGET
 from .curvature import check_dense_size
 from .factored import Kronecker
 
-__all__ = ["LayerRecorder", "kronecker", "layer_diagonal"]
+__all__ = ["LayerRecorder", "kronecker", "layer_diagonal", "layer_rows"]
 
 #: numbers of layer pullbacks held at once (2 MiB in float64): a network's curvature then costs little more memory
 #: than its forward pass, at some speed (one root of every example per backward pass where the layers are wide)
@@ -230,11 +231,10 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     return Kronecker(blocks, v.shape[-1], potential.ops, what)
 
 
-def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots) -> torch.Tensor | None:
-    r"""The diagonal of :math:`J^\top\Lambda J` from the layers' pullbacks where every latent coordinate is a weight or
-    bias of an ``nn.Linear`` called once, on one row per example, and the examples are independent:
-    :math:`\mathrm{diag}\,G_W = \sum_{k,n} g_{kn}^{2} (a_n^{2})^\top`, one backward pass per root of an example.
-    None otherwise (the caller squares whole Jacobian rows)."""
+def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots):
+    """``(coords, [(weight, bias, LayerCall)], N)`` where every latent coordinate is a weight or bias of an
+    ``nn.Linear`` called once on the observations' graph, on one row per example, and the ``N`` examples are
+    independent; None otherwise."""
     coords, layers, left = _layers(recorder, trace, potential, v, None)
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     if not layers or left is not None or any(c.conv or c.s.dim() != 2 for *_, c in calls):
@@ -243,17 +243,56 @@ def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, r
     calls = [c for c, used in zip(calls, on_graph or []) if used]
     if n == 0 or len({w for w, *_ in calls}) < len(calls):  # mixed examples, or a weight used twice
         return None
+    return coords, calls, n
+
+
+def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots) -> torch.Tensor | None:
+    r"""The diagonal of :math:`J^\top\Lambda J` from the layers' per-example pullbacks (:func:`_example_layers`):
+    :math:`\mathrm{diag}\,G_W = \sum_{k,n} g_{kn}^{2} (a_n^{2})^\top`, one backward pass per root of an example.
+    None where they do not apply (the caller squares whole Jacobian rows)."""
+    found = _example_layers(recorder, trace, potential, v, roots)
+    if found is None:
+        return None
+    coords, calls, n = found
     diag = v.new_zeros(v.shape[-1])
     for grads, _ in _pullbacks(roots, [c for *_, c in calls], v, None, n):
         for (w, b, c), g in zip(calls, grads):
             if g is None:  # this chunk's roots do not reach the layer
                 continue
             g = g[:, :, 0]  # (k, N, out)
-            a = c.patches()
-            diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, a**2).reshape(-1)
+            diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, c.patches() ** 2).reshape(-1)
             if b is not None:
                 diag[coords[b]] += (g**2).sum((0, 1))
     return diag
+
+
+def layer_rows(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots):
+    r"""Chunks ``(R, D)`` of the rows of :math:`L^\top J` built from the layers' per-example pullbacks
+    (:func:`_example_layers`): example ``n``'s row for a root is :math:`g \otimes a_n` over a weight and :math:`g`
+    over its bias, one backward pass per root of an example instead of one per root. None where they do not apply.
+    A chunk holds at most the HVP budget of numbers."""
+    found = _example_layers(recorder, trace, potential, v, roots)
+    if found is None:
+        return None
+    coords, calls, n = found
+    dim = v.shape[-1]
+
+    def rows():
+        for grads, _ in _pullbacks(roots, [c for *_, c in calls], v, None, n):
+            k = next(len(g) for g in grads if g is not None) if any(g is not None for g in grads) else 0
+            step = max(1, HVP_BUDGET // max(k * dim, 1))
+            for first in range(0, n if k else 0, step):
+                part = slice(first, min(first + step, n))
+                chunk = v.new_zeros(k, part.stop - part.start, dim)
+                for (w, b, c), g in zip(calls, grads):
+                    if g is not None:
+                        g_part = g[:, part, 0]  # (k, m, out)
+                        chunk[:, :, coords[w]] = (g_part[..., None] * c.patches()[part][None, :, None, :]).flatten(2)
+                        if b is not None:
+                            chunk[:, :, coords[b]] = g_part
+                yield chunk.reshape(-1, dim)
+
+    return rows()
 
 
 def _isotropic(prior: torch.Tensor, idx: torch.Tensor, name: str, what: str) -> float:

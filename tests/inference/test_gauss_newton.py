@@ -265,8 +265,9 @@ def test_kfac_is_the_ggns_layer_blocks_for_one_example(float64):
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_per_example_pullbacks_only_where_examples_are_independent(float64, monkeypatch):
-    """K-FAC and the diagonal pull every example's roots back in one pass where examples are independent: the same
-    factors and diagonal as one pass per root (to 1e-12). A network that centres its hidden layer on the batch mean
+    """K-FAC, the diagonal, the dense and the low-rank GGN pull every example's roots back in one pass where examples
+    are independent: the same factors, diagonal, matrix and low-rank covariance as one pass per root (to 1e-12; the
+    low rank's eigenvectors to 1e-9, an SVD of rows in another order). A network that centres its hidden layer on the batch mean
     mixes examples: the sign test sees it, and the fallback's diagonal is still the dense GGN's."""
     from pyebm.inference import kfac
 
@@ -279,7 +280,8 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
     monkeypatch.setattr(kfac, "_independent", spy)
     _, _, trained, fit = _mlp_adaptation(20)
     kron, diag = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
-    assert [n for n, _ in calls] == [20, 20]
+    dense, low = fit("ggn").diagnostics["hessian"], fit("lowrank", rank=12).approximation.structure.covariance()
+    assert [n for n, _ in calls] == [20, 20, 20, 20]
     monkeypatch.setattr(kfac, "_independent", lambda *a: (0, None))  # one backward pass per root
     kron_rows, diag_rows = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
     for name in trained:
@@ -287,6 +289,9 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
             if mine is not None:
                 torch.testing.assert_close(mine, rows, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(diag, diag_rows, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dense, fit("ggn").diagnostics["hessian"], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(low, fit("lowrank", rank=12).approximation.structure.covariance(), rtol=1e-9,
+                               atol=1e-12)
 
     class Centred(torch.nn.Module):
         def __init__(self):
