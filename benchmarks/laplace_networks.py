@@ -2,10 +2,11 @@
 
 Regression: an MLP (1-50-50-1, tanh) trained on a noisy sine observed on two intervals (laplace-torch's own
 example, with a gap); classification: an MLP on scikit-learn's digits. Both libraries take the last layer's
-posterior at the trained weights (post-hoc, no re-fit) under a zero-mean prior N(0, 1/delta), full curvature. For a
-last layer the network is linear in the weights, so the exact Hessian (pyebm) and the generalised Gauss-Newton
-(laplace-torch) coincide: the precisions, the log marginal likelihoods (up to the Gaussian likelihood's constant,
-which pyebm's energy leaves out) and the GLM predictives must agree to round-off. Then each tunes the prior
+posterior at the trained weights (post-hoc, no re-fit) under a zero-mean prior N(0, 1/delta), the generalised
+Gauss-Newton in full (pyebm.Laplace(hessian="ggn"); for a last layer the network is linear in the weights, so it is
+also pyebm's exact Hessian, as tests/inference/test_gauss_newton.py checks): the precisions, the log marginal
+likelihoods (up to the Gaussian likelihood's constant, which pyebm's energy leaves out) and the GLM predictives must
+agree to round-off. Then each tunes the prior
 precision by its own evidence maximisation, and the test NLL / ECE / accuracy and the fit and predict times are put
 side by side. Last, every weight: both take the GGN in full, diagonal and Kronecker-factored (K-FAC) structures
 (pyebm.Laplace(hessian="ggn", structure=...)), which must agree too, with times and peak memory side by side. A
@@ -195,7 +196,7 @@ def _tuned(fit_la, net, data, last, energy):
 
     trained = {k: v.detach() for k, v in net.named_parameters() if k in last}
     la_t, t_la = _timed(tuned_la, 1)
-    post_t, t_pe = _timed(lambda: ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained),
+    post_t, t_pe = _timed(lambda: ttt.adapt(net, data, last, energy, pyebm.Laplace(at=trained, hessian="ggn"),
                                             prior_scale="evidence", prior_mean="zero", seed=0), 1)
     return la_t, t_la, post_t, t_pe
 
@@ -223,14 +224,15 @@ def regression(laplace_cls) -> None:
         return la
 
     la, t_la = _timed(fit_la)
-    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("squared", noise), delta))
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("squared", noise), delta,
+                                                     hessian="ggn"))
     P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
     constant = 0.5 * len(y) * math.log(2 * math.pi * noise**2)  # the likelihood's normaliser, not in the energy
     lml_la = float(la.log_marginal_likelihood())
     lml_pe = post.log_evidence - constant
     (mu_la, var_la), tp_la = _timed(lambda: la(xt, pred_type="glm"))
     (mu_pe, var_pe), tp_pe = _timed(lambda: ttt.predict(net, post, xt, likelihood="regression", pred_type="glm"))
-    print("\n# regression: last layer (51 weights), full curvature, prior precision 1, at the trained weights")
+    print("\n# regression: last layer (51 weights), GGN in full, prior precision 1, at the trained weights")
     print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
     print(f"log marginal likelihood             laplace-torch {lml_la:.6f}   pyebm {lml_pe:.6f}   "
           f"diff {abs(lml_la - lml_pe):.1e}")
@@ -274,12 +276,13 @@ def classification(laplace_cls) -> None:
         return la
 
     la, t_la = _timed(fit_la)
-    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("cross_entropy"), delta))
+    post, t_pe = _timed(lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("cross_entropy"), delta,
+                                                     hessian="ggn"))
     P_la, P_pe = la.posterior_precision.detach(), _precision_of(post)
     # laplace-torch orders the last layer's weights then its bias, as pyebm does; both flatten row-major
     probs_la, tp_la = _timed(lambda: la(xt, pred_type="glm", link_approx="probit"))
     probs_pe, tp_pe = _timed(lambda: ttt.predict(net, post, xt, pred_type="glm", link_approx="probit"))
-    print("\n# classification: digits, last layer (650 weights), full curvature, prior precision 1, trained weights")
+    print("\n# classification: digits, last layer (650 weights), GGN in full, prior precision 1, trained weights")
     print(f"precision max |diff| / max |P|      {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}")
     print(f"log marginal likelihood             laplace-torch {float(la.log_marginal_likelihood()):.4f}   pyebm "
           f"{post.log_evidence:.4f}")
