@@ -49,6 +49,7 @@ def test_online_evidence_settles_on_the_exact_type_ii_maximum(regression):
     assert result.posterior.diagnostics["hessian"].shape == (4, 4)
 
 
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")  # 200 epochs: the last weights are off the mode
 def test_online_evidence_with_kfac_and_per_layer_precisions(regression):
     """K-FAC evidence steps with one precision per parameter tensor run end to end and raise the evidence from its
     first step; bad settings are refused."""
