@@ -89,11 +89,13 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite) and the names of the
     observation sites whose link it used. A ValueError says why where the model has no observation of a known family.
 
-    ``"full"``: dense ``D x D`` (its Jacobian rows from ``nn.Linear`` layers' per-example pullbacks where every
-    coordinate is a layer's weight or bias, :func:`~pyebm.inference.kfac.layer_rows`); ``"diag"``: its diagonal, from the ``nn.Linear`` layers' per-example pullbacks where
-    every coordinate is a layer's weight or bias (:func:`~pyebm.inference.kfac.layer_diagonal`), else accumulated
-    from chunks of Jacobian rows (memory: a chunk times D); ``"lowrank"``: the top ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's
-    curvature; ``"kron"``: K-FAC blocks per ``nn.Linear`` and ``nn.Conv2d`` layer (:mod:`pyebm.inference.kfac`).
+    ``"full"``: dense ``D x D``; ``"diag"``: its diagonal (memory: a chunk of rows times D); ``"lowrank"``: the top
+    ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's curvature; ``"kron"``: K-FAC
+    blocks per ``nn.Linear`` and ``nn.Conv2d`` layer (:mod:`pyebm.inference.kfac`). Where every coordinate is the
+    weight or bias of an ``nn.Linear`` called once per example and the examples are independent, the Jacobian rows
+    (and the diagonal) come from the layers' per-example pullbacks, one backward pass per root of an example
+    (:func:`~pyebm.inference.kfac.layer_rows`, :func:`~pyebm.inference.kfac.layer_diagonal`); otherwise from one
+    backward pass per root.
     """
     from .kfac import LayerRecorder, kronecker, layer_diagonal, layer_rows
 
