@@ -158,6 +158,29 @@ def _independent(roots, outputs: list[torch.Tensor]) -> tuple[int, list[bool] | 
     return n, [g is not None for g in grads]
 
 
+def _only_through_layers(roots, layers: dict, coords: dict, v: torch.Tensor) -> bool:
+    r"""Whether the layers' weights and biases reach the observations only through the recorded layer calls: the
+    gradient of :math:`\sum_r c_r^\top\eta` in ``v`` must equal what the calls' pullbacks give (:math:`\sum g
+    \otimes a` over a weight, :math:`\sum g` over a bias). A weight also used outside its layer (added to an output,
+    shared with a custom operation) fails, and pullbacks alone would miss that path."""
+    calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
+    cot = roots.signed(roots.eta.new_ones(max(roots.examples, default=1)))[None]
+    grads = torch.autograd.grad(roots.eta, [c.s for *_, c in calls] + [v], grad_outputs=cot, is_grads_batched=True,
+                                retain_graph=True, allow_unused=True)
+    if grads[-1] is None:
+        return True
+    direct, assembled = grads[-1][0].detach(), torch.zeros_like(v)
+    for (w, b, c), g in zip(calls, grads):
+        if g is not None:
+            g = c.rows(g.detach(), 1)[0, 0]  # (rows, out)
+            assembled = assembled.index_add(0, coords[w], (g.T @ c.patches()).reshape(-1))
+            if b is not None:
+                assembled = assembled.index_add(0, coords[b], g.sum(0))
+    idx = torch.cat([coords[n] for w, (b, _) in layers.items() for n in (w, b) if n is not None])
+    scale = float(direct[idx].abs().max().clamp_min(torch.finfo(v.dtype).tiny))
+    return bool(((direct[idx] - assembled[idx]).abs() <= 1e3 * torch.finfo(v.dtype).eps * scale).all())
+
+
 def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
     r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, N, T, out)`` (``T`` rows of
     an example, as a sequence's), with the rows of :math:`L^\top J` in the coordinates ``left``. ``N = n``
@@ -185,6 +208,10 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
                          "site (a PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. "
                          "Use hessian='ggn' (dense) or structure='diag'.")
     calls = [c for _, (_, made) in layers.items() for c in made]
+    if not _only_through_layers(roots, layers, coords, v):
+        raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
+                         "observations only through that layer; here some are also used outside it (in another "
+                         "operation or module). Use hessian='ggn' (dense, or structure='diag').")
     if left is not None:
         check_dense_size(len(left), 1, v.element_size(), what)
     B = {w: 0.0 for w in layers}
@@ -233,8 +260,8 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
 
 def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots):
     """``(coords, [(weight, bias, LayerCall)], N)`` where every latent coordinate is a weight or bias of an
-    ``nn.Linear`` called once on the observations' graph, on one row per example, and the ``N`` examples are
-    independent; None otherwise."""
+    ``nn.Linear`` called once on the observations' graph, on one row per example, reaching the observations only
+    through it, and the ``N`` examples are independent; None otherwise."""
     coords, layers, left = _layers(recorder, trace, potential, v, None)
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     if not layers or left is not None or any(c.conv or c.s.dim() != 2 for *_, c in calls):
@@ -242,6 +269,8 @@ def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, 
     n, on_graph = _independent(roots, [c.s for *_, c in calls])
     calls = [c for c, used in zip(calls, on_graph or []) if used]
     if n == 0 or len({w for w, *_ in calls}) < len(calls):  # mixed examples, or a weight used twice
+        return None
+    if not _only_through_layers(roots, layers, coords, v):
         return None
     return coords, calls, n
 

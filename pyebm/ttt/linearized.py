@@ -63,8 +63,9 @@ def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
     r"""Every example's Jacobian at once where each adapted weight is the weight or bias of an ``nn.Linear`` called
     once on one row per example: with :math:`g_{cn} = \partial f_c(x_n) / \partial s_n` the output's pullback to the
     layer's output (one batched backward pass per output, all examples at once), :math:`J_W = g_{cn} a_n^\top` and
-    :math:`J_b = g_{cn}` (a last layer's :math:`g` is the identity). ``(mean, {name: (B, C, *shape)})``, or None
-    (the caller then vmaps a Jacobian per example)."""
+    :math:`J_b = g_{cn}` (a last layer's :math:`g` is the identity). The same pass checks that each weight reaches the
+    outputs through its layer only (the summed Jacobian must be its gradient). ``(mean, {name: (B, C, *shape)})``, or
+    None (the caller then vmaps a Jacobian per example)."""
     from ..inference.kfac import LayerRecorder
 
     values = {k: v.detach().requires_grad_(True) for k, v in centre.items()}
@@ -83,9 +84,10 @@ def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
     eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
     pull = {id(c): eye.expand(len(x), -1, -1) for _, c in found.values() if c.s is out}  # a last layer: g = I
     calls = list({id(c): c for _, c in found.values() if id(c) not in pull}.values())
+    names = list(values)
     if calls:
         grads = torch.autograd.grad(out, [c.s for c in calls], grad_outputs=eye[:, None, :].expand(-1, *out.shape),
-                                    is_grads_batched=True, allow_unused=True)
+                                    is_grads_batched=True, retain_graph=True, allow_unused=True)
         if any(g is None for g in grads):
             return None
         pull.update({id(c): g.transpose(0, 1) for c, g in zip(calls, grads)})  # (B, C, out)
@@ -93,6 +95,11 @@ def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
     for name, (role, call) in found.items():
         g = pull[id(call)]
         jac[name] = g if role == "bias" else g[..., None] * call.a.detach()[:, None, None, :]
+    totals = torch.autograd.grad(out, [values[k] for k in names], grad_outputs=torch.ones_like(out), allow_unused=True)
+    for name, total in zip(names, totals):  # each weight reaches the outputs through its layer only
+        if total is None or not torch.allclose(jac[name].sum((0, 1)), total, rtol=0,
+                                               atol=1e3 * torch.finfo(total.dtype).eps * float(total.abs().max())):
+            return None
     return out.detach(), jac
 
 

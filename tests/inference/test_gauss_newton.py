@@ -368,6 +368,41 @@ def test_kfac_of_a_pyro_module_network(float64):
         torch.testing.assert_close(P[sl, sl], H[sl, sl], rtol=1e-10, atol=1e-10)
 
 
+class _WeightAlsoOutside(torch.nn.Module):
+    """A layer whose weight also enters the output outside the layer call."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x))) + self.a.weight.sum()
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_a_weight_used_outside_its_layer_is_not_read_from_layer_pullbacks(float64, monkeypatch):
+    """Layer pullbacks see a weight only through its layer: where it also reaches the observations another way, the
+    dense GGN falls back to a backward pass per root (equal to the forced per-root path, to 1e-12) and K-FAC, which
+    would drop that path, refuses."""
+    from pyebm import ttt
+    from pyebm.inference import kfac
+
+    torch.manual_seed(0)
+    net = _WeightAlsoOutside().double()
+    x, y = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 2, dtype=torch.float64)
+    at = {k: v.detach() for k, v in net.named_parameters()}
+
+    def fit(hessian):
+        return ttt.adapt(net, (x, y), list(at), ttt.supervised("squared", 0.5), pyebm.Laplace(at=at, hessian=hessian),
+                         prior_scale=1.0, prior_mean="zero", seed=0).diagnostics["hessian"]
+
+    dense = fit("ggn")
+    with pytest.raises(ValueError, match="also used outside"):
+        fit("kron")
+    monkeypatch.setattr(kfac, "_independent", lambda *a: (0, None))
+    torch.testing.assert_close(dense, fit("ggn"), rtol=1e-12, atol=1e-12)
+
+
 def _conv_adaptation(net, x, y, kind="squared"):
     from pyebm import ttt
 

@@ -198,7 +198,8 @@ def test_linearised_predictive_of_independent_adaptation_matches_one_input_at_a_
 def test_glm_jacobians_from_layer_pullbacks_are_the_per_example_jacobians(float64, monkeypatch, latents):
     """Adapted nn.Linear weights take every example's Jacobian from one forward and one backward pass per output
     (a last layer: none); the GLM predictive equals the one from per-example jacrev to round-off. A network whose
-    adapted weight is not a Linear's (a LayerNorm's) takes the per-example path."""
+    adapted weight is not a Linear's (a LayerNorm's), or is also used outside its layer, takes the per-example
+    path."""
     from pyebm.ttt import linearized
 
     torch.manual_seed(0)
@@ -222,6 +223,22 @@ def test_glm_jacobians_from_layer_pullbacks_are_the_per_example_jacobians(float6
     monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: calls.append(layers(*a)) or calls[-1])
     predict(norm, post, x, pred_type="glm")
     assert calls[-1] is None
+
+    class Outside(torch.nn.Module):  # the last layer's weight also shifts every output
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)
+
+        def forward(self, v):
+            return self.b(torch.tanh(self.a(v))) + self.b.weight.sum()
+
+    outside = Outside().double()
+    post = adapt(outside, x, ["b.weight", "b.bias"], "entropy", "laplace", prior_scale=0.5, seed=0)
+    probit = predict(outside, post, x, pred_type="glm", link_approx="probit")
+    assert calls[-1] is None
+    monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: None)
+    torch.testing.assert_close(probit, predict(outside, post, x, pred_type="glm", link_approx="probit"), rtol=1e-12,
+                               atol=1e-12)
 
 
 def test_linearised_classification_links(float64):
