@@ -29,7 +29,7 @@ __all__ = ["Laplace"]
 
 #: the curvatures Laplace takes: the exact Hessian ("full", or its "diag"), the generalised Gauss-Newton ("ggn"), and
 #: the GGN's Kronecker-factored and low-rank structures by their own names
-HESSIANS = ("full", "diag", "ggn", "kron", "lowrank")
+HESSIANS = ("full", "diag", "ggn", "fisher", "kron", "lowrank")
 
 #: the structures of the GGN (the exact Hessian comes "full" or "diag")
 STRUCTURES = ("full", "diag", "kron", "lowrank")
@@ -48,15 +48,15 @@ class Laplace(MAP):
     generalised Gauss-Newton of a Pyro model's observations of a known family, Normal, Bernoulli, Categorical or
     Poisson: their Fisher information pulled back through the Jacobian of their natural parameters, exact curvature
     for the rest; positive definite wherever the prior is proper, the exact Hessian for a model linear in the latents;
-    see :mod:`pyebm.inference.gauss_newton`), and for the GGN a ``structure``: ``"full"`` (dense, default), ``"diag"``
+    see :mod:`pyebm.inference.gauss_newton`; ``"fisher"`` is the same matrix: for these links, the natural parameters,
+    the GGN is the Fisher information), and for the GGN a ``structure``: ``"full"`` (dense, default), ``"diag"``
     (its diagonal, from squares of Jacobian rows, or of ``nn.Linear`` layers' per-example pullbacks: never D x D),
     ``"kron"`` (K-FAC: Kronecker factors per ``nn.Linear`` or ``nn.Conv2d`` weight, dense bias blocks,
     :mod:`pyebm.inference.kfac`) or ``"lowrank"`` (the top ``rank`` eigenpairs of the data's GGN plus the prior's
-    diagonal); ``hessian="kron"`` and
-    ``hessian="lowrank"`` are short for the GGN in those structures. ``subset``: a site name, a list of names or a
-    predicate on names, the
-    sites whose Gaussian is taken, the others held at the mode (or at ``at``): the conditional posterior of the subset,
-    as a last-layer or subnetwork Laplace does (``log_evidence`` is then the subset's, the others fixed); and ``at``: a dict of site values (constrained) at
+    diagonal); ``hessian="kron"`` and ``hessian="lowrank"`` are short for the GGN in those structures. ``subset``: a
+    site name, a list of names or a predicate on names, the sites whose Gaussian is taken, the others held at the mode
+    (or at ``at``): the conditional posterior of the subset, as a last-layer or subnetwork Laplace does
+    (``log_evidence`` is then the subset's, the others fixed); and ``at``: a dict of site values (constrained) at
     which to take the curvature as given, with no optimisation (post-hoc Laplace at trained weights). The gradient
     there is checked: a point more than 0.1 posterior sds from stationary (the Newton decrement
     :math:`\sqrt{g^\top H^{-1} g}`, in ``post.diagnostics["distance"]``) warns, since the Gaussian is then not
@@ -95,11 +95,11 @@ class Laplace(MAP):
         """``(curvature, structure)``: ``("exact" | "ggn", "full" | "diag" | "kron" | "lowrank")`` from ``hessian``
         and ``structure`` (``hessian="diag"`` is the exact Hessian's diagonal; ``"kron"`` and ``"lowrank"`` are the
         GGN in that structure)."""
-        named = {"full": ("exact", "full"), "diag": ("exact", "diag"), "ggn": ("ggn", "full"),
+        named = {"full": ("exact", "full"), "diag": ("exact", "diag"), "ggn": ("ggn", "full"), "fisher": ("ggn", "full"),
                  "kron": ("ggn", "kron"), "lowrank": ("ggn", "lowrank")}[self.hessian]
         if self.structure is None or self.structure == named[1]:
             return named
-        if self.hessian == "ggn":
+        if self.hessian in ("ggn", "fisher"):
             return "ggn", self.structure
         if self.hessian == "full" and self.structure == "diag":
             return "exact", "diag"

@@ -50,6 +50,8 @@ def test_ggn_is_the_exact_hessian_of_a_model_linear_in_its_latents(float64, fami
     torch.testing.assert_close(ggn.diagnostics["hessian"], exact.diagnostics["hessian"], rtol=1e-9, atol=1e-9)
     assert ggn.log_evidence == pytest.approx(exact.log_evidence, abs=1e-8)
     assert ggn.diagnostics["ggn_sites"] == ["y"]
+    fisher = pyebm.infer(model, X, y, method=pyebm.Laplace(at=mode, hessian="fisher"), progress=False)
+    torch.testing.assert_close(fisher.diagnostics["hessian"], ggn.diagnostics["hessian"], rtol=0, atol=0)
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
