@@ -133,58 +133,57 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: st
     return coords, layers, torch.cat(left) if left else None
 
 
-def _independent(roots, outputs: list[torch.Tensor]) -> tuple[int, list[bool] | None]:
-    """The number of examples ``N`` if every layer output's leading axis is the observations' example axis and the
-    examples are independent, else 0; and which outputs are on the observations' graph (None if not tested).
-    Independence is tested by one backward pass: with each example's roots flipped by a random sign, each row of
-    every layer's pullback must flip with its example's sign (a batch norm in training mode, or attention across the
-    batch, mixes them and fails)."""
-    if len(roots.examples) != 1 or not outputs:
-        return 0, None
-    (n,) = roots.examples
-    if n < 2 or any(s.dim() < 2 or s.shape[0] != n for s in outputs):
-        return 0, None
-    gen = torch.Generator(device=roots.eta.device).manual_seed(0)
-    sign = torch.randint(0, 2, (n,), generator=gen, device=roots.eta.device) * 2.0 - 1
-    cot = torch.stack([roots.signed(torch.ones_like(sign)), roots.signed(sign)])
-    grads = torch.autograd.grad(roots.eta, outputs, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
-                                allow_unused=True)
-    for g in grads:
+def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, list[bool], bool]:
+    r"""One backward pass of every root summed (and, where it can be tested, of every root flipped by a random sign
+    per example) answers three questions about the recorded layer calls ``[c for each layer, for each call]``:
+
+    * ``N``, the number of examples, if every layer output's leading axis is the observations' example axis and the
+      examples are independent: each row of every layer's pullback must flip with its example's sign (a batch norm in
+      training mode, or attention across the batch, mixes them and fails); else 0;
+    * which calls are on the observations' graph;
+    * whether the layers' weights and biases reach the observations only through those calls: the gradient in ``v``
+      must equal what the pullbacks give (:math:`\sum g \otimes a` over a weight, :math:`\sum g` over a bias). A
+      weight also used outside its layer (added to an output, shared with a custom operation) fails, and pullbacks
+      alone would miss that path.
+    """
+    calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
+    outputs = [c.s for *_, c in calls]
+    (n,) = roots.examples if len(roots.examples) == 1 else (0,)
+    testable = n >= 2 and all(s.dim() >= 2 and s.shape[0] == n for s in outputs)
+    ones = roots.eta.new_ones(max(roots.examples, default=1))
+    cot = [roots.signed(ones)]
+    if testable:
+        gen = torch.Generator(device=roots.eta.device).manual_seed(0)
+        sign = torch.randint(0, 2, (n,), generator=gen, device=roots.eta.device) * 2.0 - 1
+        cot.append(roots.signed(sign))
+    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=torch.stack(cot), is_grads_batched=True,
+                                retain_graph=True, allow_unused=True)
+    on_graph = [g is not None for g in grads[:-1]]
+    independent = testable
+    for g in grads[:-1] if testable else ():
         if g is not None:
             g = g.detach().reshape(2, n, -1)
             tol = 64 * torch.finfo(g.dtype).eps * float(g.abs().max())
-            if not torch.allclose(g[1], sign.to(g.dtype)[:, None] * g[0], rtol=0, atol=tol):
-                return 0, None
-    return n, [g is not None for g in grads]
-
-
-def _only_through_layers(roots, layers: dict, coords: dict, v: torch.Tensor) -> bool:
-    r"""Whether the layers' weights and biases reach the observations only through the recorded layer calls: the
-    gradient of :math:`\sum_r c_r^\top\eta` in ``v`` must equal what the calls' pullbacks give (:math:`\sum g
-    \otimes a` over a weight, :math:`\sum g` over a bias). A weight also used outside its layer (added to an output,
-    shared with a custom operation) fails, and pullbacks alone would miss that path."""
-    calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
-    cot = roots.signed(roots.eta.new_ones(max(roots.examples, default=1)))[None]
-    grads = torch.autograd.grad(roots.eta, [c.s for *_, c in calls] + [v], grad_outputs=cot, is_grads_batched=True,
-                                retain_graph=True, allow_unused=True)
-    if grads[-1] is None:
-        return True
-    direct, assembled = grads[-1][0].detach(), torch.zeros_like(v)
-    for (w, b, c), g in zip(calls, grads):
-        if g is not None:
-            g = c.rows(g.detach(), 1)[0, 0]  # (rows, out)
-            assembled = assembled.index_add(0, coords[w], (g.T @ c.patches()).reshape(-1))
-            if b is not None:
-                assembled = assembled.index_add(0, coords[b], g.sum(0))
-    idx = torch.cat([coords[n] for w, (b, _) in layers.items() for n in (w, b) if n is not None])
-    scale = float(direct[idx].abs().max().clamp_min(torch.finfo(v.dtype).tiny))
-    return bool(((direct[idx] - assembled[idx]).abs() <= 1e3 * torch.finfo(v.dtype).eps * scale).all())
+            independent = independent and torch.allclose(g[1], sign.to(g.dtype)[:, None] * g[0], rtol=0, atol=tol)
+    through = True
+    if grads[-1] is not None:
+        direct, assembled = grads[-1][0].detach(), torch.zeros_like(v)
+        for (w, b, c), g in zip(calls, grads):
+            if g is not None:
+                g = c.rows(g[:1].detach(), 1)[0, 0]  # (rows, out)
+                assembled = assembled.index_add(0, coords[w], (g.T @ c.patches()).reshape(-1))
+                if b is not None:
+                    assembled = assembled.index_add(0, coords[b], g.sum(0))
+        idx = torch.cat([coords[m] for w, (b, _) in layers.items() for m in (w, b) if m is not None])
+        scale = float(direct[idx].abs().max().clamp_min(torch.finfo(v.dtype).tiny))
+        through = bool(((direct[idx] - assembled[idx]).abs() <= 1e3 * torch.finfo(v.dtype).eps * scale).all())
+    return (n if independent else 0), on_graph, through
 
 
 def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
     r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, N, T, out)`` (``T`` rows of
     an example, as a sequence's), with the rows of :math:`L^\top J` in the coordinates ``left``. ``N = n``
-    independent examples (:func:`_independent`) take one backward pass per root of an example (all ``N`` at once,
+    independent examples (:func:`_probe`) take one backward pass per root of an example (all ``N`` at once,
     :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
     per root, with ``N = 1``."""
     outputs = [c.s for c in calls]
@@ -207,8 +206,9 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
         raise ValueError(f"{what}: hessian='kron' factorises nn.Linear and nn.Conv2d layers whose weight is a latent "
                          "site (a PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. "
                          "Use hessian='ggn' (dense) or structure='diag'.")
-    calls = [c for _, (_, made) in layers.items() for c in made]
-    if not _only_through_layers(roots, layers, coords, v):
+    all_calls = [c for _, (_, made) in layers.items() for c in made]
+    n, on_graph, through = _probe(roots, layers, coords, v)
+    if not through:
         raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
                          "observations only through that layer; here some are also used outside it (in another "
                          "operation or module). Use hessian='ggn' (dense, or structure='diag').")
@@ -216,20 +216,14 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
         check_dense_size(len(left), 1, v.element_size(), what)
     B = {w: 0.0 for w in layers}
     Bb = {w: 0.0 for w in layers}
-    on_graph = [False] * len(calls)
     G_left = 0.0
-    n = _independent(roots, [c.s for c in calls])[0] if left is None else 0
-    for grads, rows in _pullbacks(roots, calls, v, left, n):
-        i = 0
-        for w, (_, calls) in layers.items():
-            for _ in calls:
-                g = grads[i]
-                if g is not None:
-                    on_graph[i] = True
-                    B[w] = B[w] + torch.einsum("knto,kntp->op", g, g)
-                    gs = g.sum(2)  # the bias's pullback: each example's rows summed
-                    Bb[w] = Bb[w] + torch.einsum("kno,knp->op", gs, gs)
-                i += 1
+    owners = [w for w, (_, made) in layers.items() for _ in made]
+    for grads, rows in _pullbacks(roots, all_calls, v, left, n if left is None else 0):
+        for w, g in zip(owners, grads):
+            if g is not None:
+                B[w] = B[w] + torch.einsum("knto,kntp->op", g, g)
+                gs = g.sum(2)  # the bias's pullback: each example's rows summed
+                Bb[w] = Bb[w] + torch.einsum("kno,knp->op", gs, gs)
         if rows is not None:
             G_left = G_left + rows.T @ rows
     prior = rest_diagonal(rest, v, exact=False, what=what)
@@ -266,11 +260,9 @@ def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, 
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     if not layers or left is not None or any(c.conv or c.s.dim() != 2 for *_, c in calls):
         return None
-    n, on_graph = _independent(roots, [c.s for *_, c in calls])
-    calls = [c for c, used in zip(calls, on_graph or []) if used]
-    if n == 0 or len({w for w, *_ in calls}) < len(calls):  # mixed examples, or a weight used twice
-        return None
-    if not _only_through_layers(roots, layers, coords, v):
+    n, on_graph, through = _probe(roots, layers, coords, v)
+    calls = [c for c, used in zip(calls, on_graph) if used]
+    if n == 0 or not through or len({w for w, *_ in calls}) < len(calls):  # mixed examples, another path, sharing
         return None
     return coords, calls, n
 
