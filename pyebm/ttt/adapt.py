@@ -165,7 +165,7 @@ def adapt(
         def residuals(post, noise: float) -> Residuals:
             with torch.no_grad():
                 e = per_example(energy_at(noise)(lambda inputs: fn(post.mode, inputs), x), n).sum()
-            return Residuals(float(2 * noise**2 * e), int(x[1].numel()), noise)
+            return Residuals.of_energy(float(e), x[1].numel(), noise)
 
         if tuned and tuned.noise:
             if getattr(energy_fn, "noise", None) is None or beta != 1.0:

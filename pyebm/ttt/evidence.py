@@ -80,6 +80,11 @@ class Residuals:
     count: int
     noise: float
 
+    @classmethod
+    def of_energy(cls, energy: float, count: int, noise: float) -> Residuals:
+        r"""From a squared-error energy :math:`\tfrac12 \mathrm{SSE} / \sigma^2` summed over the data, at ``noise``."""
+        return cls(float(2 * noise**2 * energy), int(count), noise)
+
     def log_normaliser(self, noise: float) -> float:
         r""":math:`-n\log\sigma - \tfrac n2\log 2\pi`, which the energy leaves out."""
         return -self.count * (math.log(noise) + 0.5 * math.log(2 * math.pi))
@@ -121,7 +126,7 @@ def tune_prior_scales(fit: Callable, means: dict[str, torch.Tensor], spec: Evide
 
 
 def maximise_evidence(post, means: dict[str, torch.Tensor], scales: dict[str, float], per_latent: bool,
-          data: Residuals | None) -> tuple[dict, float | None]:
+                      data: Residuals | None) -> tuple[dict, float | None]:
     """The scales (and noise, with ``data``) that maximise the evidence at this posterior's mode and curvature."""
     approx = post.approximation
     order = [s.name for s in approx.layout.sites]

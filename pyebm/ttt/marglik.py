@@ -155,7 +155,7 @@ def _evidence_step(net, data, kind, precision, sigma, hessian, per_layer, tune_n
     if kind == "squared":
         with torch.no_grad():
             e = energy(net, data).sum()
-        residuals = Residuals(float(2 * sigma**2 * e), int(data[1].numel()), sigma)
+        residuals = Residuals.of_energy(float(e), data[1].numel(), sigma)
     entry = {"log_evidence": post.log_evidence + (residuals.log_normaliser(sigma) if residuals else 0.0),
              "prior_precision": dict(precision), "noise": sigma}
     if not tune:
