@@ -84,10 +84,12 @@ def _site_weight(node) -> torch.Tensor | float:
 
 
 def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, what: str = "Laplace",
-                 structure: str = "full", rank: int = 100, labels: list[str] | None = None):
+                 structure: str = "full", rank: int = 100, labels: list[str] | None = None, value: bool = False):
     r"""The GGN of the potential of ``model(*args, **kwargs)`` at the point ``u`` (``(D,)``, unconstrained) in a
-    ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite) and the names of the
-    observation sites whose link it used. A ValueError says why where the model has no observation of a known family.
+    ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite), the names of the
+    observation sites whose link it used, and, where ``value``, the potential and its gradient at ``u`` (``(1,)``,
+    ``(1, D)``: from the same run of the model; else None). A ValueError says why where the model has no observation
+    of a known family.
 
     ``"full"``: dense ``D x D``; ``"diag"``: its diagonal (memory: a chunk of rows times D); ``"lowrank"``: the top
     ``rank`` eigenpairs of :math:`J^\top\Lambda J` plus the diagonal of the rest's curvature; ``"kron"``: K-FAC
@@ -105,33 +107,42 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         unconstrained = potential.unpack(v)  # every site, held coordinates included
         trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
-        rest = v.new_zeros(())
+        rest, fitted = v.new_zeros(()), v.new_zeros(())
         for name, node in trace.nodes.items():
-            if node["type"] == "sample" and name not in parts:
-                rest = rest - node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
+            if node["type"] == "sample" and (value or name not in parts):
+                term = node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
+                if name in parts:
+                    fitted = fitted - term
+                else:
+                    rest = rest - term
         for s in potential.sites:
             if not s.on_reals:
                 rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
+        at = None
+        if value:
+            energy = rest + fitted
+            (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
+            at = energy.detach().reshape(1), grad[None]
         roots = Roots(parts)
         dim = v.shape[-1]
         if structure == "kron":
-            return kronecker(recorder, trace, potential, v, roots, rest, what), list(parts)
+            return kronecker(recorder, trace, potential, v, roots, rest, what), list(parts), at
         if structure == "full":
             check_dense_size(dim, 1, v.element_size(), what)
             ggn = _hessian(rest, v)  # the rest's exact curvature
             for rows in layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v):
                 ggn.addmm_(rows.T, rows)
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
-            return ggn, list(parts)
+            return ggn, list(parts), at
         rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what)
         if structure == "diag":
             data = layer_diagonal(recorder, trace, potential, v, roots)
             if data is None:
                 data = sum((rows**2).sum(0) for rows in roots.jacobian_rows(v))
             rest_diag = rest_diag + data
-            return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts)
+            return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts), at
         rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
-        return _low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts)
+        return _low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts), at
 
 
 def _unit_products(g: torch.Tensor, v: torch.Tensor):

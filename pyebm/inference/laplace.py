@@ -128,21 +128,21 @@ class Laplace(MAP):
                 raise ValueError(f"Laplace: at= gives no value for site(s) {missing}; post-hoc Laplace needs the "
                                  "whole point (e.g. the trained values of every latent site).")
             u, hessian = potential.init[None], None
-            energy, grad = potential.value_and_grad(True)(u)
-            energy = energy[0]
         if self.subset is not None:
-            potential, u, hessian, grad = _subset(self.subset, potential, u, hessian,
-                                                  grad if self.at is not None else None)
-        ggn_sites = None
+            potential, u, hessian = _subset(self.subset, potential, u, hessian)
+        ggn_sites = at = None
         if curvature == "ggn":
             from .gauss_newton import gauss_newton
 
-            structure, ggn_sites = gauss_newton(model, args, kwargs, potential, u[0], structure=form,
-                                                rank=self.rank, labels=_labels(potential))
+            structure, ggn_sites, at = gauss_newton(model, args, kwargs, potential, u[0], structure=form,
+                                                    rank=self.rank, labels=_labels(potential),
+                                                    value=self.at is not None)
         else:
             structure = PROVIDERS[form](lambda v: potential(v, True), u, potential.ops, "Laplace",
                                         labels=_labels(potential), hessian=hessian).index(0)
-        if self.at is not None:
+        if self.at is not None:  # the potential and its gradient there: from the GGN's run of the model, or anew
+            energy, grad = at or potential.value_and_grad(True)(u)
+            energy = energy[0]
             diagnostics = _stationarity(structure, grad[0], float(to_numpy(energy)))
         if ggn_sites:
             diagnostics["ggn_sites"] = ggn_sites
@@ -156,9 +156,9 @@ class Laplace(MAP):
         )
 
 
-def _subset(subset, potential, u, hessian, grad):
-    """The potential over the coordinates of the ``subset`` sites only, the others held at ``u``; the point, the
-    Hessian (if computed) and the gradient (if given) restricted to them."""
+def _subset(subset, potential, u, hessian):
+    """The potential over the coordinates of the ``subset`` sites only, the others held at ``u``; the point and the
+    Hessian (if computed) restricted to them."""
     names = [s.name for s in potential.sites]
     if callable(subset):
         chosen = [n for n in names if subset(n)]
@@ -176,7 +176,7 @@ def _subset(subset, potential, u, hessian, grad):
     idx = np.flatnonzero(mask)
     restricted = potential.restricted(mask, held=u[0])
     hessian = None if hessian is None else hessian[:, idx][:, :, idx]
-    return restricted, u[:, idx], hessian, None if grad is None else grad[:, idx]
+    return restricted, u[:, idx], hessian
 
 
 def _stationarity(structure, grad, energy: float) -> dict:

@@ -87,7 +87,11 @@ def _check_init_shapes(init, trace) -> None:
 
 def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) -> Potential:
     """The potential of any Pyro model, on Pyro's ``initialize_model``: enumerated discrete sites summed out
-    (the β = 1 free energy over them), plates and scales respected, params read from the store."""
+    (the β = 1 free energy over them), plates and scales respected, params read from the store. Where ``init`` gives
+    the whole point, from one trace of the model there (:func:`_given_point`)."""
+    given = _given_point(model, args, kwargs, init, what) if isinstance(init, dict) and not jit_compile else None
+    if given is not None:
+        return given
     probe = _prototype(model, args, kwargs, init_to_median)
     latent = dict(_latent_nodes(probe))
     continuous = [k for k, n in latent.items() if not n["fn"].support.is_discrete]
@@ -159,6 +163,35 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
     potential = Potential(sites, u0, TORCH, evaluate, batched=False, potential_fn=potential_fn, one_point=one_point,
                           many_points=many_points)
     return potential.restricted(_unmasked(sites, proto))
+
+
+def _given_point(model, args, kwargs, init: dict, what: str) -> Potential | None:
+    """The potential of a model whose every latent site ``init`` gives (all continuous, no subsampled plate), from one
+    trace of the model at those values: no search for a valid initial point, which is what Pyro's
+    ``initialize_model`` adds (its probe, its trace and its potential with gradient at the point: most of the time of a
+    post-hoc Laplace of a small network). None where ``init`` does not give the whole point (the general path then
+    checks its names); a ValueError where the energy is not finite there."""
+    values = {k: torch.as_tensor(v).detach() for k, v in init.items()}
+    trace = _prototype(model, args, kwargs, init_to_value(values=values, fallback=init_to_median))
+    latent = dict(_latent_nodes(trace))
+    if (set(latent) != set(values) or any(n["fn"].support.is_discrete for n in latent.values())
+            or subsampled_plates(trace)):
+        return None
+    _check_init_shapes(values, trace)
+    sites = [_site(k, n, biject_to(n["fn"].support)) for k, n in latent.items()]
+    u0 = torch.cat([s.transform.inv(values[s.name]).reshape(-1) for s in sites])
+    with torch.no_grad(), pyro.validation_enabled(False):
+        finite = bool(torch.isfinite(u0).all()) and bool(torch.isfinite(trace.log_prob_sum()))
+    if not finite:
+        raise ValueError(f"{what}: the model's energy is not finite at the given point: "
+                         f"{_nonfinite_sites(model, args, kwargs, init_to_value(values=values))}. Check the values "
+                         "against the sites' supports, and the energy for log(0), division by zero or overflow.")
+    one_point = _traced_one_point(model, args, kwargs, sites)
+
+    def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
+        return one_point(u[0], jacobian).reshape(1)
+
+    return Potential(sites, u0, TORCH, evaluate, batched=False, one_point=one_point).restricted(_unmasked(sites, trace))
 
 
 def conditioned_trace(model, args, kwargs, sites: list[Site], unconstrained: dict):

@@ -244,3 +244,39 @@ def test_dense_precision_solves_many_vectors_as_one_matrix_solve(float64):
     v = torch.randn(3, 4, 5, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(structure.solve(v), torch.linalg.solve(H, v[..., None])[..., 0])
     torch.testing.assert_close(structure.solve(v[0, 0]), torch.linalg.solve(H, v[0, 0]))
+
+
+def _masked_model(y):
+    scale = pyro.sample("scale", pyro.distributions.LogNormal(0.0, 1.0))
+    loc = pyro.sample("loc", pyro.distributions.Normal(torch.zeros(3), 2.0).to_event(1))
+    with pyro.plate("data", len(y)):
+        pyro.sample("y", pyro.distributions.Normal(loc[0] + loc[1], scale), obs=y)
+    with pyro.poutine.mask(mask=torch.tensor([True, False])):
+        pyro.sample("w", pyro.distributions.Normal(torch.zeros(2), 1.0))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated")
+def test_a_given_point_builds_the_potential_pyro_initialize_model_builds(float64):
+    # init giving every latent site takes one trace of the model there instead of initialize_model's search for a
+    # valid point: the same layout (a constrained site, a masked element held out), point, energies and gradients
+    from pyebm.inference.pyro_backend import traced_potential
+
+    y = torch.tensor([0.3, -1.2, 0.8])
+    point = {"scale": torch.tensor(0.7), "loc": torch.tensor([0.1, -0.4, 2.0]), "w": torch.tensor([0.5, 9.0])}
+    given = traced_potential(_masked_model, (y,), {}, point, False, "test")
+    general = traced_potential(_masked_model, (y,), {}, point, True, "test")  # jit: initialize_model's path
+    assert given.names() == general.names() == ["scale", "loc", "w"] and given.dim == general.dim == 5
+    torch.testing.assert_close(given.init, general.init)
+    u = given.init[None] + torch.tensor([[0.2, -0.1, 0.3, 0.0, 0.5]])
+    for jac in (True, False):
+        for a, b in zip(given.value_and_grad(jac)(u), general.value_and_grad(jac)(u)):
+            torch.testing.assert_close(a, b)
+    torch.testing.assert_close(given.constrain(given.init)["w"], torch.tensor([0.5, 9.0]))  # the masked one held
+
+
+def test_a_given_point_where_the_energy_is_not_finite_says_which_site(float64):
+    from pyebm.inference.pyro_backend import traced_potential
+
+    point = {"scale": torch.tensor(-1.0), "loc": torch.zeros(3), "w": torch.zeros(2)}
+    with pytest.raises(ValueError, match="not finite at the given point.*'scale'"):
+        traced_potential(_masked_model, (torch.zeros(3),), {}, point, False, "test")
