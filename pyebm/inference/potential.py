@@ -71,16 +71,19 @@ class Potential:
     many_points : callable, optional
         ``many_points(u (B, D), jacobian) -> (B,)``: a batched form the backend writes itself where ``vmap`` cannot
         map the one-point form (e.g. enumeration under a plate over the points); preferred by :meth:`vectorized`.
+    trace : optional
+        A run of the model that built the potential, which the backend's model view may read for the model's
+        structure (its sites, shapes and observed data) instead of running the model again.
     """
 
     def __init__(self, sites: list[Site], init, ops: ArrayOps, evaluate: Callable, *, batched: bool,
                  refusal: str | None = None, potential_fn: Callable | None = None,
-                 one_point: Callable | str | None = None, many_points: Callable | None = None):
+                 one_point: Callable | str | None = None, many_points: Callable | None = None, trace: Any = None):
         if not sites:
             raise ValueError("the model has no continuous latent sample sites: there is nothing to infer.")
         self.sites, self.init, self.ops = list(sites), init, ops
         self._evaluate, self.batched, self.refusal, self.one_point = evaluate, batched, refusal, one_point
-        self.many_points = many_points
+        self.many_points, self.trace = many_points, trace
         self.dim = sum(s.numel for s in self.sites)
         self.potential_fn = potential_fn or (lambda params: self(self.pack(params)[None], True)[0])
 
@@ -181,7 +184,8 @@ class Potential:
             raise ValueError(f"{what} needs the potential of many points in one call; vectorised, this model's "
                              f"energies differ from its point-by-point ones ({a} against {b}). {how}")
         return Potential(self.sites, self.init, self.ops, lambda v, jacobian: mapped[jacobian](v), batched=True,
-                         potential_fn=self.potential_fn, one_point=self.one_point, many_points=self.many_points)
+                         potential_fn=self.potential_fn, one_point=self.one_point, many_points=self.many_points,
+                         trace=self.trace)
 
     def unpack_spread(self, v) -> dict:
         """Per-site values of a vector of spreads (standard deviations) over ``u``: held coordinates spread zero."""
@@ -213,7 +217,8 @@ class Restricted(Potential):
         self.held = full.init if held is None else held
         super().__init__(full.sites, self.held[self.index], full.ops,
                          lambda u, jacobian: full(self.expand(u), jacobian), batched=full.batched,
-                         refusal=full.refusal, potential_fn=lambda params: self(params["u"][None], True)[0])
+                         refusal=full.refusal, potential_fn=lambda params: self(params["u"][None], True)[0],
+                         trace=full.trace)
         self.dim = len(self.index)
 
     def vectorized(self, what: str) -> Potential:

@@ -191,7 +191,8 @@ def _given_point(model, args, kwargs, init: dict, what: str) -> Potential | None
     def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
         return one_point(u[0], jacobian).reshape(1)
 
-    return Potential(sites, u0, TORCH, evaluate, batched=False, one_point=one_point).restricted(_unmasked(sites, trace))
+    return Potential(sites, u0, TORCH, evaluate, batched=False, one_point=one_point,
+                     trace=trace).restricted(_unmasked(sites, trace))
 
 
 def conditioned_trace(model, args, kwargs, sites: list[Site], unconstrained: dict):
@@ -443,10 +444,11 @@ class PyroModelView:
     inference used and outside the caller's handlers.
     """
 
-    def __init__(self, model, args, kwargs, params_state: dict):
+    def __init__(self, model, args, kwargs, params_state: dict, trace=None):
         self.model, self.args, self.kwargs, self.params_state = model, tuple(args), dict(kwargs), params_state
-        with self._scope(), poutine.block(), pyro.validation_enabled(False):
-            trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
+        if trace is None:  # else a run of the model in this state already made (the potential's)
+            with self._scope(), poutine.block(), pyro.validation_enabled(False):
+                trace = poutine.trace(model).get_trace(*self.args, **self.kwargs)
         self.order, self.deterministic, self.discrete, self.observed, self.param_names = [], [], [], [], []
         self.max_plate_nesting = 0
         for name, node in trace.nodes.items():
@@ -780,7 +782,8 @@ class PyroBackend:
         return traced_potential(model, args, kwargs, init, jit_compile, what)
 
     def model_view(self, model, args, kwargs, potential: Potential | None) -> PyroModelView:
-        return PyroModelView(model, args, kwargs, pyro.get_param_store().get_state())
+        return PyroModelView(model, args, kwargs, pyro.get_param_store().get_state(),
+                             trace=getattr(potential, "trace", None))
 
     def mcmc(self, method, potential: Potential, seed: int, progress: bool):
         return run_mcmc(method, potential, seed, progress)
