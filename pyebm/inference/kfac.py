@@ -29,8 +29,11 @@ of a latent site (a ``PyroSample`` weight, or a weight passed to :func:`torch.fu
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.autograd.graph import get_gradient_edge
 from torch.nn.modules.module import register_module_forward_hook
 
 from ..ops import HVP_BUDGET
@@ -46,10 +49,13 @@ PULLBACK_BUDGET = 2**18
 
 class LayerCall:
     """One call of an ``nn.Linear`` or ``nn.Conv2d``: its input as rows of the layer's matrix product (a convolution's
-    unfolded patches), and its output's pullbacks as rows ``(k, N, T, out)`` (``T`` spatial positions)."""
+    unfolded patches), and its output's pullbacks as rows ``(k, N, T, out)`` (``T`` spatial positions). The output is
+    held as its place in the graph (``edge``, for ``torch.autograd.grad``) and its ``shape``, not its values, which the
+    graph itself need not keep (a convolution followed by tanh keeps only tanh's output)."""
 
     def __init__(self, module: nn.Module, a: torch.Tensor, s: torch.Tensor):
-        self.module, self.a, self.s = module, a, s
+        self.module, self.a, self.shape = module, a, tuple(s.shape)
+        self.edge = get_gradient_edge(s) if s.requires_grad else None
         self.weight, self.bias = module.weight, module.bias
         self.conv = isinstance(module, nn.Conv2d)
 
@@ -147,9 +153,9 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, lis
       alone would miss that path.
     """
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
-    outputs = [c.s for *_, c in calls]
+    outputs = [c.edge for *_, c in calls]
     (n,) = roots.examples if len(roots.examples) == 1 else (0,)
-    testable = n >= 2 and all(s.dim() >= 2 and s.shape[0] == n for s in outputs)
+    testable = n >= 2 and all(len(c.shape) >= 2 and c.shape[0] == n for *_, c in calls)
     ones = roots.eta.new_ones(max(roots.examples, default=1))
     cot = [roots.signed(ones)]
     if testable:
@@ -186,8 +192,8 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
     independent examples (:func:`_probe`) take one backward pass per root of an example (all ``N`` at once,
     :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
     per root, with ``N = 1``."""
-    outputs = [c.s for c in calls]
-    size = max(1, PULLBACK_BUDGET // max(sum(s.numel() for s in outputs), 1))
+    outputs = [c.edge for c in calls]
+    size = max(1, PULLBACK_BUDGET // max(sum(math.prod(c.shape) for c in calls), 1))
     cotangents = roots.by_example(size) if n else roots.cotangents(v.shape[-1])
     for cot in cotangents:
         grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
@@ -258,7 +264,7 @@ def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, 
     through it, and the ``N`` examples are independent; None otherwise."""
     coords, layers, left = _layers(recorder, trace, potential, v, None)
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
-    if not layers or left is not None or any(c.conv or c.s.dim() != 2 for *_, c in calls):
+    if not layers or left is not None or any(c.conv or len(c.shape) != 2 for *_, c in calls):
         return None
     n, on_graph, through = _probe(roots, layers, coords, v)
     calls = [c for c, used in zip(calls, on_graph) if used]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.autograd.graph import get_gradient_edge
 from torch.func import jacrev, vmap
 
 __all__ = ["glm_outputs", "LINKS"]
@@ -76,17 +77,19 @@ def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
         for role, p in (("weight", call.weight), ("bias", call.bias)):
             name = next((k for k, v in values.items() if v is p), None)
             if name is not None:
-                if name in found or call.conv or call.s.dim() != 2 or len(call.s) != len(x):
+                if name in found or call.conv or len(call.shape) != 2 or call.shape[0] != len(x):
                     return None
                 found[name] = (role, call)
     if len(found) != len(values) or out.dim() != 2:
         return None
     eye = torch.eye(out.shape[1], dtype=out.dtype, device=out.device)
-    pull = {id(c): eye.expand(len(x), -1, -1) for _, c in found.values() if c.s is out}  # a last layer: g = I
+    last = get_gradient_edge(out)
+    pull = {id(c): eye.expand(len(x), -1, -1) for _, c in found.values()  # a last layer: g = I
+            if c.edge is not None and c.edge.node is last.node and c.edge.output_nr == last.output_nr}
     calls = list({id(c): c for _, c in found.values() if id(c) not in pull}.values())
     names = list(values)
     if calls:
-        grads = torch.autograd.grad(out, [c.s for c in calls], grad_outputs=eye[:, None, :].expand(-1, *out.shape),
+        grads = torch.autograd.grad(out, [c.edge for c in calls], grad_outputs=eye[:, None, :].expand(-1, *out.shape),
                                     is_grads_batched=True, retain_graph=True, allow_unused=True)
         if any(g is None for g in grads):
             return None
