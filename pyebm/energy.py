@@ -190,8 +190,10 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
         For Laplace's ``hessian="ggn"``: a function of no arguments returning the energy's natural parameters and
         its curvature in them, a list of ``(eta, curvature, blocks)`` with :math:`E = \sum \ell(\eta)`, ``eta`` a
         tensor computed from the latent sites (afresh on each call), ``curvature`` :math:`\nabla^2_\eta \ell`
-        elementwise (``eta``'s shape) or, with ``blocks``, per row ``(..., C, C)``; positive semi-definite (the
-        loss convex in ``eta``). :func:`pyebm.ttt.supervised` energies give one.
+        elementwise (``eta``'s shape) or, with ``blocks=True``, per row ``(..., C, C)``; positive semi-definite (the
+        loss convex in ``eta``). For a cross-entropy in logits, ``blocks="softmax"`` with the probabilities
+        ``(..., C)`` as ``curvature`` stands for :math:`\mathrm{diag}(p) - pp^\top` without building it
+        (:func:`pyebm.inference.gauss_newton.softmax_curvature`). :func:`pyebm.ttt.supervised` energies give one.
 
     Notes
     -----

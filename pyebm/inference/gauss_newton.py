@@ -31,7 +31,7 @@ from .curvature import MAX_DENSE_BYTES, check_dense_size, positive_definite, pos
 from .factored import LowRank
 from .pyro_backend import conditioned_trace
 
-__all__ = ["gauss_newton", "softmax_fisher", "KNOWN_LINKS"]
+__all__ = ["gauss_newton", "softmax_curvature", "KNOWN_LINKS"]
 
 #: observation families whose natural parameter and Fisher information the GGN knows
 KNOWN_LINKS = ("Normal", "Bernoulli", "Categorical", "Poisson")
@@ -39,7 +39,8 @@ KNOWN_LINKS = ("Normal", "Bernoulli", "Categorical", "Poisson")
 
 def _natural(fn) -> list[tuple[torch.Tensor, torch.Tensor, bool]] | None:
     """The natural parameters of an observation distribution, each broadcast to the shape of its observations, with
-    their Fisher information (elementwise, or ``(..., C, C)`` blocks where ``blocks``); None for other families."""
+    their Fisher information (elementwise, ``(..., C, C)`` blocks where ``blocks`` is True, or a categorical's weighted
+    probabilities where it is ``"softmax"``); None for other families."""
     weight = 1.0
     while isinstance(fn, (Independent, MaskedDistribution)):
         if isinstance(fn, MaskedDistribution):
@@ -62,17 +63,18 @@ def _natural(fn) -> list[tuple[torch.Tensor, torch.Tensor, bool]] | None:
         return [(logits, weight * p * (1 - p), False)]
     if isinstance(fn, Categorical):
         logits = torch.broadcast_to(fn.logits, tuple(fn.batch_shape) + tuple(fn.logits.shape[-1:]))
-        fisher = softmax_fisher(logits)
-        w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
-        return [(logits, w[..., None, None] * fisher, True)]
+        p, blocks = softmax_curvature(logits)
+        w = torch.as_tensor(weight, dtype=p.dtype, device=p.device)
+        return [(logits, w[..., None] * p, blocks)]
     return None
 
 
-def softmax_fisher(logits: torch.Tensor) -> torch.Tensor:
-    r"""The Fisher information of a categorical in its logits, :math:`\mathrm{diag}(p) - pp^\top` per row
-    ``(..., C, C)`` (the Hessian of the cross-entropy in the logits), without a graph."""
-    p = torch.softmax(logits.detach(), -1)
-    return torch.diag_embed(p) - p[..., :, None] * p[..., None, :]
+def softmax_curvature(logits: torch.Tensor) -> tuple[torch.Tensor, str]:
+    r"""The curvature of the cross-entropy in the logits as a natural-parameter declaration takes it: the
+    probabilities ``(..., C)`` (without a graph) and ``"softmax"``, which stands for the Fisher
+    :math:`\mathrm{diag}(p) - pp^\top` per row, whose square-root rows are known in closed form
+    (:math:`\sqrt{p_j}\,(e_j - p)`, :class:`Roots`): no ``C x C`` matrix per example, no eigendecomposition."""
+    return torch.softmax(logits.detach(), -1), "softmax"
 
 
 def _site_weight(node) -> torch.Tensor | float:
@@ -205,8 +207,9 @@ def _known_links(trace, latent: set, what: str) -> dict:
 
 class Roots:
     r"""The GGN's Fisher :math:`\Lambda` as square-root rows, :math:`\Lambda = \sum_r c_r c_r^\top`: one per
-    observation element (:math:`\sqrt{f}`) or, for a categorical, one per nonzero eigenvalue of each example's
-    :math:`\mathrm{diag}(p) - pp^\top`. The rows of :math:`L^\top J` are then Jacobian-vector products of the natural
+    observation element (:math:`\sqrt{f}`), one per nonzero eigenvalue of each example's block where the curvature
+    comes in ``C x C`` blocks, and for a categorical (``"softmax"``) :math:`\sqrt{p_j}\,(e_j - p)` for each class
+    :math:`j`, since :math:`\sum_j p_j (e_j - p)(e_j - p)^\top = \mathrm{diag}(p) - pp^\top`. The rows of :math:`L^\top J` are then Jacobian-vector products of the natural
     parameters with these cotangents, made in chunks by batched backward passes; rows with zero weight (masked
     observations, a softmax's null direction) are dropped.
     """
@@ -218,7 +221,17 @@ class Roots:
         for pieces, weight in parts.values():
             for e, fisher, blocks in pieces:
                 fisher = fisher.detach()
-                if blocks:
+                if blocks == "softmax":  # fisher: the (weighted) probabilities
+                    c = e.shape[-1]
+                    p = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, c)
+                    q = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)  # the weight taken out
+                    root = p.clamp_min(0).sqrt()
+                    eye = torch.eye(c, dtype=p.dtype, device=p.device)
+                    cols = (root[:, :, None] * (eye - q[:, None, :])).reshape(-1, c)  # (n*c, c)
+                    pos = start + torch.arange(p.shape[0] * c, device=p.device).reshape(-1, c)
+                    pos = pos.repeat_interleave(c, 0)
+                    keep = root.reshape(-1) > 0
+                elif blocks:
                     c = e.shape[-1]
                     w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
                     f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
@@ -232,7 +245,7 @@ class Roots:
                     cols = f.clamp_min(0).sqrt()[:, None]
                     pos = start + torch.arange(e.numel(), device=f.device)[:, None]
                     keep = f > 0
-                examples = e.shape[0] if e.dim() > int(blocks) else 1  # the leading axis, as a plate's
+                examples = e.shape[0] if e.dim() > int(bool(blocks)) else 1  # the leading axis, as a plate's
                 per = len(pos) // examples
                 row = torch.arange(len(pos), device=pos.device)
                 self.pieces.append((pos[keep], cols[keep], (row // per)[keep], (row % per)[keep], examples))

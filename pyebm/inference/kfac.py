@@ -78,6 +78,19 @@ class LayerCall:
             return a.transpose(1, 2).reshape(-1, a.shape[1])
         return a.reshape(-1, a.shape[-1])
 
+    def weight_gradient(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient in the weight, ``(out, in)``, of a pullback ``g`` to the output (its shape), by the layer's
+        own backward operation (a convolution's input is not unfolded)."""
+        a, m = self.a.detach(), self.module
+        if self.conv:
+            w = torch.nn.grad.conv2d_weight(a, m.weight.shape, g, m.stride, m.padding, m.dilation, m.groups)
+            return w.reshape(w.shape[0], -1)
+        return g.reshape(-1, g.shape[-1]).T @ a.reshape(-1, a.shape[-1])
+
+    def bias_gradient(self, g: torch.Tensor) -> torch.Tensor:
+        """The gradient in the bias, ``(out,)``, of a pullback ``g`` to the output (its shape)."""
+        return g.sum([d for d in range(g.dim()) if d != (1 if self.conv else g.dim() - 1)])
+
     def rows(self, g: torch.Tensor, n: int) -> torch.Tensor:
         """Pullbacks ``(k, *output shape)`` as ``(k, n, T, out)``."""
         if self.conv:
@@ -156,34 +169,41 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, lis
     outputs = [c.edge for *_, c in calls]
     (n,) = roots.examples if len(roots.examples) == 1 else (0,)
     testable = n >= 2 and all(len(c.shape) >= 2 and c.shape[0] == n for *_, c in calls)
-    ones = roots.eta.new_ones(max(roots.examples, default=1))
-    cot = [roots.signed(ones)]
-    if testable:
-        gen = torch.Generator(device=roots.eta.device).manual_seed(0)
-        sign = torch.randint(0, 2, (n,), generator=gen, device=roots.eta.device) * 2.0 - 1
-        cot.append(roots.signed(sign))
-    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=torch.stack(cot), is_grads_batched=True,
-                                retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=roots.signed(roots.eta.new_ones(max(
+        roots.examples, default=1))), retain_graph=True, allow_unused=True)
     on_graph = [g is not None for g in grads[:-1]]
-    independent = testable
-    for g in grads[:-1] if testable else ():
-        if g is not None:
-            g = g.detach().reshape(2, n, -1)
-            tol = 64 * torch.finfo(g.dtype).eps * float(g.abs().max())
-            independent = independent and torch.allclose(g[1], sign.to(g.dtype)[:, None] * g[0], rtol=0, atol=tol)
     through = True
     if grads[-1] is not None:
-        direct, assembled = grads[-1][0].detach(), torch.zeros_like(v)
+        direct, assembled = grads[-1].detach(), torch.zeros_like(v)
         for (w, b, c), g in zip(calls, grads):
             if g is not None:
-                g = c.rows(g[:1].detach(), 1)[0, 0]  # (rows, out)
-                assembled = assembled.index_add(0, coords[w], (g.T @ c.patches()).reshape(-1))
+                assembled = assembled.index_add(0, coords[w], c.weight_gradient(g.detach()).reshape(-1))
                 if b is not None:
-                    assembled = assembled.index_add(0, coords[b], g.sum(0))
+                    assembled = assembled.index_add(0, coords[b], c.bias_gradient(g.detach()))
         idx = torch.cat([coords[m] for w, (b, _) in layers.items() for m in (w, b) if m is not None])
         scale = float(direct[idx].abs().max().clamp_min(torch.finfo(v.dtype).tiny))
         through = bool(((direct[idx] - assembled[idx]).abs() <= 1e3 * torch.finfo(v.dtype).eps * scale).all())
+    independent = testable
+    if testable:  # a second pass with a random sign per example; each example's rows compared by a random projection
+        gen = torch.Generator(device=v.device).manual_seed(0)
+        sign = torch.randint(0, 2, (n,), generator=gen, device=v.device).to(v.dtype) * 2 - 1
+        kept = [(i, _project(g.detach(), gen)) for i, g in enumerate(grads[:-1]) if g is not None]
+        del grads
+        flipped = torch.autograd.grad(roots.eta, [outputs[i] for i, _ in kept], grad_outputs=roots.signed(sign),
+                                      retain_graph=True, allow_unused=True)
+        for (_, (r, before, bound)), g in zip(kept, flipped):
+            after = g.detach().reshape(n, -1) @ r if g is not None else torch.zeros_like(before)
+            independent = independent and bool(((after - sign * before).abs() <= 64 * torch.finfo(v.dtype).eps
+                                                * bound).all())
     return (n if independent else 0), on_graph, through
+
+
+def _project(g: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Each example's pullback rows ``g`` (``(N, ...)``) projected on one random direction: the direction, the ``(N,)``
+    projections and a bound on their size (what a flipped pass is compared by, without holding ``g``)."""
+    flat = g.reshape(g.shape[0], -1)
+    r = torch.randn(flat.shape[1], generator=gen, device=g.device, dtype=g.dtype)
+    return r, flat @ r, float(flat.abs().max()) * float(r.abs().sum())
 
 
 def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
@@ -198,8 +218,9 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
     for cot in cotangents:
         grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
                                     is_grads_batched=True, retain_graph=True, allow_unused=True)
-        out = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]
-        yield out, (grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None)
+        rows = grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None
+        grads = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]  # the raw
+        yield grads, rows  # pullbacks let go where rows copies them (a convolution's)
 
 
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, rest: torch.Tensor,

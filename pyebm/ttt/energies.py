@@ -13,7 +13,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from ..inference.gauss_newton import softmax_fisher
+from ..inference.gauss_newton import softmax_curvature
 
 __all__ = ["Neighbourhood", "entropy", "free_energy", "supervised", "augmented", "neighbours", "resolve_energy", "per_example"]
 
@@ -63,12 +63,13 @@ def supervised(kind: str = "cross_entropy", noise: float = 1.0) -> Callable:
 
     def natural(forward: Callable, batch) -> list:
         """The outputs (logits, or means) and the loss's curvature in them, for Laplace's ``hessian="ggn"``:
-        ``diag(p) - p p^T`` per example (cross-entropy), ``1 / noise^2`` per output (squared)."""
+        ``diag(p) - p p^T`` per example (cross-entropy, given as its probabilities), ``1 / noise^2`` per output
+        (squared)."""
         inputs, targets = batch
         lead = 2 if isinstance(batch, Neighbourhood) else 1
         out = forward(inputs.flatten(0, lead - 1))
         if kind == "cross_entropy":
-            return [(out, softmax_fisher(out), True)]
+            return [(out, *softmax_curvature(out))]
         return [(out, torch.full_like(out.detach(), noise**-2.0), False)]
 
     energy.__name__ = f"supervised_{kind}"
