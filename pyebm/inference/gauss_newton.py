@@ -101,7 +101,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     (:func:`~pyebm.inference.kfac.layer_rows`, :func:`~pyebm.inference.kfac.layer_diagonal`); otherwise from one
     backward pass per root.
     """
-    from .kfac import LayerRecorder, kronecker, layer_diagonal, layer_rows
+    from .kfac import LayerRecorder, _coordinates, kronecker, layer_diagonal, layer_rows
 
     recorder = LayerRecorder()
     with torch.enable_grad(), recorder:  # one run of the model, its graphs kept
@@ -109,11 +109,18 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         unconstrained = potential.unpack(v)  # every site, held coordinates included
         trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
+        coords = _coordinates(potential, v)
+        known = v.new_zeros(v.shape[-1])  # the curvature of the latents' fixed Normal priors, in closed form
         rest, fitted = v.new_zeros(()), v.new_zeros(())
         for name, node in trace.nodes.items():
-            if node["type"] == "sample" and (value or name not in parts):
+            if node["type"] != "sample":
+                continue
+            curvature = _normal_prior_curvature(node) if coords.get(name) is not None else None
+            if curvature is not None:
+                known[coords[name]] = curvature.reshape(-1)
+            if value or (name not in parts and curvature is None):
                 term = node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
-                if name in parts:
+                if name in parts or curvature is not None:
                     fitted = fitted - term
                 else:
                     rest = rest - term
@@ -127,16 +134,17 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             at = energy.detach().reshape(1), grad[None]
         roots = Roots(parts)
         dim = v.shape[-1]
-        if structure == "kron":
-            return kronecker(recorder, trace, potential, v, roots, rest, what), list(parts), at
         if structure == "full":
             check_dense_size(dim, 1, v.element_size(), what)
             ggn = _hessian(rest, v)  # the rest's exact curvature
+            ggn.diagonal().add_(known)
             for rows in layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v):
                 ggn.addmm_(rows.T, rows)
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
             return ggn, list(parts), at
-        rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what)
+        rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what) + known
+        if structure == "kron":
+            return kronecker(recorder, trace, potential, v, roots, rest_diag, what), list(parts), at
         if structure == "diag":
             data = layer_diagonal(recorder, trace, potential, v, roots)
             if data is None:
@@ -145,6 +153,24 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts), at
         rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
         return _low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts), at
+
+
+def _normal_prior_curvature(node) -> torch.Tensor | None:
+    """The curvature of a latent site's prior (a node of a trace conditioned on the latents), elementwise in its shape, where it is a Normal whose location and scale
+    are fixed (they carry no gradient: no other latent, no learnable parameter): its weight over the variance.
+    None for any other prior (its curvature is then taken by autograd with the rest)."""
+    if isinstance(node["fn"], _Subsample):
+        return None
+    fn, w = node["fn"], _site_weight(node)
+    while isinstance(fn, (Independent, MaskedDistribution)):
+        if isinstance(fn, MaskedDistribution):
+            w = w * fn._mask
+        fn = fn.base_dist
+    if (not isinstance(fn, Normal) or type(fn).log_prob is not Normal.log_prob or fn.loc.requires_grad
+            or fn.scale.requires_grad or (torch.is_tensor(w) and (w.requires_grad or w.dim() > 0))):
+        return None  # (a mask over elements is left to autograd: its shape need not be the value's)
+    value = node["value"]
+    return torch.broadcast_to(float(w) / fn.scale**2, value.shape).to(value.dtype)
 
 
 def _unit_products(g: torch.Tensor, v: torch.Tensor):
@@ -163,6 +189,8 @@ def _unit_products(g: torch.Tensor, v: torch.Tensor):
 
 def _gradient_graph(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
     """The gradient of the scalar ``y`` in ``v`` with its graph; None where ``y`` is at most linear in ``v``."""
+    if not y.requires_grad:
+        return None
     (g,) = torch.autograd.grad(y, v, create_graph=True, allow_unused=True)
     return None if g is None or not g.requires_grad else g
 

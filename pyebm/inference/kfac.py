@@ -223,11 +223,10 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
         yield grads, rows  # pullbacks let go where rows copies them (a convolution's)
 
 
-def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, rest: torch.Tensor,
+def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, prior: torch.Tensor,
               what: str) -> Kronecker:
-    """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring)."""
-    from .gauss_newton import rest_diagonal
-
+    """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring), with ``prior`` the
+    diagonal curvature of the rest (the priors)."""
     coords, layers, left = _layers(recorder, trace, potential, v, what)
     if not layers:
         raise ValueError(f"{what}: hessian='kron' factorises nn.Linear and nn.Conv2d layers whose weight is a latent "
@@ -253,7 +252,6 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
                 Bb[w] = Bb[w] + torch.einsum("kno,knp->op", gs, gs)
         if rows is not None:
             G_left = G_left + rows.T @ rows
-    prior = rest_diagonal(rest, v, exact=False, what=what)
     blocks, i = [], 0
     for w, (b, calls) in layers.items():
         used = [c for j, c in enumerate(calls) if on_graph[i + j]]
