@@ -539,3 +539,40 @@ def test_evidence_tunes_the_prior_in_every_ggn_structure(float64, structure):
     if structure == "lowrank":
         dense = fit("evidence", pyebm.Laplace(at=trained, hessian="ggn"))
         assert dense.diagnostics["prior_scale"]["0.weight"] == pytest.approx(s, rel=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_prior_curvature_in_closed_form_or_by_autograd_is_the_exact_hessians(float64, monkeypatch):
+    """Fixed Normal priors (scaled too) take their curvature in closed form, w / sigma^2; a scale that is a learnable
+    parameter, another latent's function or a mask over elements goes through autograd. Linear in the latents, the
+    GGN is the exact Hessian either way."""
+    from pyebm.inference import gauss_newton as gn
+
+    def model(x, y):
+        a = pyro.sample("a", dist.Normal(0.5, 2.0))
+        with pyro.poutine.scale(scale=3.0):
+            b = pyro.sample("b", dist.Normal(torch.zeros(2), 0.7).to_event(1))
+        s = pyro.param("s", torch.tensor(1.5), constraint=dist.constraints.positive)
+        c = pyro.sample("c", dist.Normal(0.0, s))
+        with pyro.poutine.mask(mask=torch.tensor([True, True, False])):
+            d = pyro.sample("d", dist.Normal(torch.zeros(3), 0.5))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(x @ torch.cat([a[None], b, c[None], d[:2]]), 0.3), obs=y)
+
+    x = torch.randn(30, 6, generator=G, dtype=torch.float64)
+    y = x @ torch.linspace(-1, 1, 6, dtype=torch.float64)
+    at = {"a": torch.tensor(0.2), "b": torch.tensor([0.1, -0.3]), "c": torch.tensor(0.4), "d": torch.zeros(3)}
+    seen = {}
+    closed_form = gn._normal_prior_curvature
+
+    def spy(node):
+        seen[node["name"]] = closed_form(node)
+        return seen[node["name"]]
+
+    monkeypatch.setattr(gn, "_normal_prior_curvature", spy)
+    ggn = pyebm.infer(model, x, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
+    assert seen["c"] is None and seen.get("d") is None  # a learnable scale, a mask over elements: autograd
+    torch.testing.assert_close(seen["b"], torch.full((2,), 3.0 / 0.49, dtype=torch.float64))
+    exact = pyebm.infer(model, x, y, method=pyebm.Laplace(at=at), progress=False)
+    torch.testing.assert_close(ggn.diagnostics["hessian"], exact.diagnostics["hessian"], rtol=1e-10, atol=1e-10)
+    assert ggn.log_evidence == pytest.approx(exact.log_evidence, abs=1e-9)
