@@ -255,7 +255,7 @@ class Roots:
                     q = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)  # the weight taken out
                     root = p.clamp_min(0).sqrt()
                     eye = torch.eye(c, dtype=p.dtype, device=p.device)
-                    cols = (root[:, :, None] * (eye - q[:, None, :])).reshape(-1, c)  # (n*c, c)
+                    cols = (eye - q[:, None, :]).mul_(root[:, :, None]).reshape(-1, c)  # (n*c, c)
                     pos = start + torch.arange(p.shape[0] * c, device=p.device).reshape(-1, c)
                     pos = pos.repeat_interleave(c, 0)
                     keep = root.reshape(-1) > 0
@@ -276,7 +276,10 @@ class Roots:
                 examples = e.shape[0] if e.dim() > int(bool(blocks)) else 1  # the leading axis, as a plate's
                 per = len(pos) // examples
                 row = torch.arange(len(pos), device=pos.device)
-                self.pieces.append((pos[keep], cols[keep], (row // per)[keep], (row % per)[keep], examples))
+                if bool(keep.all()):  # no copies where every root is kept
+                    self.pieces.append((pos, cols, row // per, row % per, examples))
+                else:
+                    self.pieces.append((pos[keep], cols[keep], (row // per)[keep], (row % per)[keep], examples))
                 start += e.numel()
         self.count = sum(len(p[0]) for p in self.pieces)
         self.examples = {p[4] for p in self.pieces if len(p[0])}
