@@ -251,7 +251,8 @@ class Roots:
                 fisher = fisher.detach()
                 if blocks == "softmax":  # fisher: the (weighted) probabilities
                     c = e.shape[-1]
-                    p = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, c)
+                    w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
+                    p = torch.broadcast_to(fisher * w[..., None], e.shape).reshape(-1, c)
                     q = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)  # the weight taken out
                     root = p.clamp_min(0).sqrt()
                     eye = torch.eye(c, dtype=p.dtype, device=p.device)

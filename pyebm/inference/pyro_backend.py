@@ -79,7 +79,7 @@ def subsampled_plates(trace) -> list[str]:
 def _check_init_shapes(init, trace) -> None:
     if isinstance(init, dict):
         for k, v in init.items():
-            want = tuple(trace.nodes[k]["value"].shape)
+            want = tuple(trace.nodes[k]["fn"].shape())  # the site's own shape (a given value may be its value)
             if tuple(torch.as_tensor(v).shape) != want:
                 raise ValueError(f"init['{k}'] has shape {tuple(torch.as_tensor(v).shape)}, but site '{k}' has "
                                  f"shape {want}.")
@@ -172,7 +172,10 @@ def _given_point(model, args, kwargs, init: dict, what: str) -> Potential | None
     post-hoc Laplace of a small network). None where ``init`` does not give the whole point (the general path then
     checks its names); a ValueError where the energy is not finite there."""
     values = {k: torch.as_tensor(v).detach() for k, v in init.items()}
-    trace = _prototype(model, args, kwargs, init_to_value(values=values, fallback=init_to_median))
+    try:
+        trace = _prototype(model, args, kwargs, init_to_value(values=values, fallback=init_to_median))
+    except Exception:  # noqa: BLE001 - e.g. a value of the wrong shape breaks the model: the general path, which
+        return None  # probes at the prior's median, says what was wrong (or raises the model's own error)
     latent = dict(_latent_nodes(trace))
     if (set(latent) != set(values) or any(n["fn"].support.is_discrete for n in latent.values())
             or subsampled_plates(trace)):

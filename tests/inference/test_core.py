@@ -280,3 +280,11 @@ def test_a_given_point_where_the_energy_is_not_finite_says_which_site(float64):
     point = {"scale": torch.tensor(-1.0), "loc": torch.zeros(3), "w": torch.zeros(2)}
     with pytest.raises(ValueError, match="not finite at the given point.*'scale'"):
         traced_potential(_masked_model, (torch.zeros(3),), {}, point, False, "test")
+
+
+def test_a_given_point_of_the_wrong_shape_says_so(float64):
+    # a whole point whose value breaks the model (x @ w with w of 4 elements) and one the model would broadcast
+    point = {"scale": torch.tensor(0.7), "loc": torch.zeros(3), "w": torch.zeros(2)}
+    for site, wrong in (("loc", torch.zeros(4)), ("w", torch.zeros(1))):
+        with pytest.raises(ValueError, match=rf"init\['{site}'\] has shape \({wrong.numel()},\)"):
+            pyebm.infer(_masked_model, torch.zeros(3), method=pyebm.Laplace(at={**point, site: wrong}), progress=False)

@@ -13,11 +13,11 @@ X = torch.randn(40, 3, generator=G, dtype=torch.float64)
 W = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
 
 
-def glm(family):
+def glm(family, mask=True):
     def model(x, y):
         w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
         eta = x @ w
-        with pyro.plate("data", len(x)):
+        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=mask):
             if family == "normal":
                 pyro.sample("y", dist.Normal(eta, 0.3), obs=y)
             elif family == "bernoulli":
@@ -83,18 +83,13 @@ def test_ggn_of_a_network_is_jacobian_fisher_jacobian_plus_the_prior(float64):
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
-def test_ggn_leaves_masked_observations_out(float64):
-    y = data("normal")
+@pytest.mark.parametrize("family", ["normal", "categorical"])
+def test_ggn_leaves_masked_observations_out(float64, family):
+    y = data(family)
     keep = torch.arange(40) < 25
-
-    def masked(x, y):
-        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
-        with pyro.plate("data", len(x)), pyro.poutine.mask(mask=keep):
-            pyro.sample("y", dist.Normal(x @ w, 0.3), obs=y)
-
     at = {"w": W}
-    full = pyebm.infer(masked, X, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
-    subset = pyebm.infer(glm("normal"), X[keep], y[keep], method=pyebm.Laplace(at=at, hessian="ggn"),
+    full = pyebm.infer(glm(family, keep), X, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
+    subset = pyebm.infer(glm(family), X[keep], y[keep], method=pyebm.Laplace(at=at, hessian="ggn"),
                          progress=False)
     torch.testing.assert_close(full.diagnostics["hessian"], subset.diagnostics["hessian"])
 
