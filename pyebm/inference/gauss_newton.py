@@ -111,7 +111,9 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
         coords = _coordinates(potential, v)
         known = v.new_zeros(v.shape[-1])  # the curvature of the latents' fixed Normal priors, in closed form
-        rest, fitted = v.new_zeros(()), v.new_zeros(())
+        # rest: the terms whose curvature autograd takes; elsewhere: those whose curvature is known (the links'
+        # Fisher, a fixed Normal prior), needed only for the potential's value
+        rest, elsewhere = v.new_zeros(()), v.new_zeros(())
         for name, node in trace.nodes.items():
             if node["type"] != "sample":
                 continue
@@ -121,7 +123,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             if value or (name not in parts and curvature is None):
                 term = node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
                 if name in parts or curvature is not None:
-                    fitted = fitted - term
+                    elsewhere = elsewhere - term
                 else:
                     rest = rest - term
         for s in potential.sites:
@@ -129,7 +131,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
                 rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
         at = None
         if value:
-            energy = rest + fitted
+            energy = rest + elsewhere
             (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
             at = energy.detach().reshape(1), grad[None]
         roots = Roots(parts)
@@ -156,11 +158,10 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
 
 
 def _normal_prior_curvature(node) -> torch.Tensor | None:
-    """The curvature of a latent site's prior (a node of a trace conditioned on the latents), elementwise in its shape, where it is a Normal whose location and scale
-    are fixed (they carry no gradient: no other latent, no learnable parameter): its weight over the variance.
-    None for any other prior (its curvature is then taken by autograd with the rest)."""
-    if isinstance(node["fn"], _Subsample):
-        return None
+    """The curvature of a latent site's prior (its node in a trace conditioned on the latents), elementwise in its
+    shape, where it is a Normal whose location and scale are fixed (they carry no gradient: no other latent, no
+    learnable parameter): its weight over the variance. None for any other prior (its curvature is then taken by
+    autograd with the rest)."""
     fn, w = node["fn"], _site_weight(node)
     while isinstance(fn, (Independent, MaskedDistribution)):
         if isinstance(fn, MaskedDistribution):
@@ -237,9 +238,10 @@ class Roots:
     r"""The GGN's Fisher :math:`\Lambda` as square-root rows, :math:`\Lambda = \sum_r c_r c_r^\top`: one per
     observation element (:math:`\sqrt{f}`), one per nonzero eigenvalue of each example's block where the curvature
     comes in ``C x C`` blocks, and for a categorical (``"softmax"``) :math:`\sqrt{p_j}\,(e_j - p)` for each class
-    :math:`j`, since :math:`\sum_j p_j (e_j - p)(e_j - p)^\top = \mathrm{diag}(p) - pp^\top`. The rows of :math:`L^\top J` are then Jacobian-vector products of the natural
-    parameters with these cotangents, made in chunks by batched backward passes; rows with zero weight (masked
-    observations, a softmax's null direction) are dropped.
+    :math:`j`, since :math:`\sum_j p_j (e_j - p)(e_j - p)^\top = \mathrm{diag}(p) - pp^\top`. The rows of
+    :math:`L^\top J` are then Jacobian-vector products of the natural parameters with these cotangents, made in
+    chunks by batched backward passes; rows with zero weight (masked observations, a softmax's null direction) are
+    dropped.
     """
 
     def __init__(self, parts: dict):

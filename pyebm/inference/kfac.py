@@ -153,8 +153,9 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: st
 
 
 def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, list[bool], bool]:
-    r"""One backward pass of every root summed (and, where it can be tested, of every root flipped by a random sign
-    per example) answers three questions about the recorded layer calls ``[c for each layer, for each call]``:
+    r"""A backward pass of every root summed (and, where it can be tested, a second of every root flipped by a random
+    sign per example, compared with the first by a random projection of each example's rows) answers three questions
+    about the recorded layer calls ``[c for each layer, for each call]``:
 
     * ``N``, the number of examples, if every layer output's leading axis is the observations' example axis and the
       examples are independent: each row of every layer's pullback must flip with its example's sign (a batch norm in
@@ -219,8 +220,9 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
         grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
                                     is_grads_batched=True, retain_graph=True, allow_unused=True)
         rows = grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None
-        grads = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]  # the raw
-        yield grads, rows  # pullbacks let go where rows copies them (a convolution's)
+        # rebound, not kept beside: where c.rows copies (a convolution's), the raw pullbacks are let go
+        grads = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]
+        yield grads, rows
 
 
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, prior: torch.Tensor,
