@@ -240,61 +240,30 @@ class Roots:
     comes in ``C x C`` blocks, and for a categorical (``"softmax"``) :math:`\sqrt{p_j}\,(e_j - p)` for each class
     :math:`j`, since :math:`\sum_j p_j (e_j - p)(e_j - p)^\top = \mathrm{diag}(p) - pp^\top`. The rows of
     :math:`L^\top J` are then Jacobian-vector products of the natural parameters with these cotangents, made in
-    chunks by batched backward passes; rows with zero weight (masked observations, a softmax's null direction) are
-    dropped.
+    chunks by batched backward passes; roots with zero weight (masked observations, a softmax's null direction) are
+    left out. The cotangents are made as they are needed (:class:`_RootBlock`), never held all at once.
     """
 
     def __init__(self, parts: dict):
         self.eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
-        self.pieces = []  # (positions (R, w) into eta, weights (R, w), example (R,), index within the example (R,))
-        start = 0
+        self.pieces, start = [], 0
         for pieces, weight in parts.values():
             for e, fisher, blocks in pieces:
-                fisher = fisher.detach()
-                if blocks == "softmax":  # fisher: the (weighted) probabilities
-                    c = e.shape[-1]
-                    w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
-                    p = torch.broadcast_to(fisher * w[..., None], e.shape).reshape(-1, c)
-                    q = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)  # the weight taken out
-                    root = p.clamp_min(0).sqrt()
-                    eye = torch.eye(c, dtype=p.dtype, device=p.device)
-                    cols = (eye - q[:, None, :]).mul_(root[:, :, None]).reshape(-1, c)  # (n*c, c)
-                    pos = start + torch.arange(p.shape[0] * c, device=p.device).reshape(-1, c)
-                    pos = pos.repeat_interleave(c, 0)
-                    keep = root.reshape(-1) > 0
-                elif blocks:
-                    c = e.shape[-1]
-                    w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
-                    f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
-                    lam, Q = torch.linalg.eigh(f)
-                    cols = (Q * lam.clamp_min(0).sqrt()[:, None, :]).transpose(1, 2).reshape(-1, c)  # (n*c, c)
-                    pos = start + torch.arange(f.shape[0] * c, device=f.device).reshape(-1, c)
-                    pos = pos.repeat_interleave(c, 0)
-                    keep = lam.reshape(-1) > 1e-12 * lam.abs().amax(-1).repeat_interleave(c).clamp_min(1e-300)
-                else:
-                    f = torch.broadcast_to(fisher * weight, e.shape).reshape(-1)
-                    cols = f.clamp_min(0).sqrt()[:, None]
-                    pos = start + torch.arange(e.numel(), device=f.device)[:, None]
-                    keep = f > 0
-                examples = e.shape[0] if e.dim() > int(bool(blocks)) else 1  # the leading axis, as a plate's
-                per = len(pos) // examples
-                row = torch.arange(len(pos), device=pos.device)
-                if bool(keep.all()):  # no copies where every root is kept
-                    self.pieces.append((pos, cols, row // per, row % per, examples))
-                else:
-                    self.pieces.append((pos[keep], cols[keep], (row // per)[keep], (row % per)[keep], examples))
+                kind = _Softmax if blocks == "softmax" else _Eigen if blocks else _Elementwise
+                self.pieces.append(kind(e, fisher.detach(), weight, start))
                 start += e.numel()
-        self.count = sum(len(p[0]) for p in self.pieces)
-        self.examples = {p[4] for p in self.pieces if len(p[0])}
+        self.count = sum(p.count for p in self.pieces)
+        self.examples = {p.examples for p in self.pieces if p.count}
 
     def cotangents(self, dim: int):
-        """Chunks ``(k, M)`` of the cotangents, ``k`` sized so that ``k`` rows of ``D`` fit the HVP budget."""
+        """Chunks ``(k, M)`` of the cotangents, one root a row, ``k`` sized so that ``k`` rows of ``D`` fit the HVP
+        budget."""
         size = max(1, min(self.count, HVP_BUDGET // max(dim, self.eta.numel(), 1)))
-        for pos, cols, *_ in self.pieces:
-            for first in range(0, len(pos), size):
-                p, c = pos[first : first + size], cols[first : first + size]
-                cot = self.eta.new_zeros(len(p), self.eta.numel())
-                cot.scatter_(1, p, c.to(cot.dtype))
+        for piece in self.pieces:
+            kept = piece.keep.reshape(-1).nonzero().squeeze(-1)
+            for first in range(0, len(kept), size):
+                cot = self.eta.new_zeros(len(kept[first : first + size]), self.eta.numel())
+                piece.put_roots(cot, kept[first : first + size])
                 yield cot
 
     def by_example(self, size: int):
@@ -302,19 +271,18 @@ class Roots:
         at once. Where the examples are independent (example ``n``'s natural parameters depend only on row ``n`` of a
         layer's output), one backward pass of such a row gives every example's own pullback in that row (the per-root
         rows' in one pass instead of one per example; :meth:`signed` tests the independence). ``size`` rows a chunk."""
-        for pos, cols, _, within, _ in self.pieces:
-            for first in range(0, int(within.max()) + 1 if len(pos) else 0, size):
-                pick = (within >= first) & (within < first + size)
-                cot = self.eta.new_zeros(min(size, int(within.max()) + 1 - first), self.eta.numel())
-                cot.index_put_((within[pick, None].expand(-1, pos.shape[1]) - first, pos[pick]),
-                               cols[pick].to(cot.dtype), accumulate=True)
+        for piece in self.pieces:
+            per = piece.per if piece.count else 0
+            for first in range(0, per, size):
+                cot = self.eta.new_zeros(min(size, per - first), self.eta.numel())
+                piece.put_within(cot, first)
                 yield cot
 
     def signed(self, sign: torch.Tensor) -> torch.Tensor:
         """``(M,)``: every root, each example's multiplied by its ``sign``, summed."""
         cot = self.eta.new_zeros(self.eta.numel())
-        for pos, cols, example, _, _ in self.pieces:
-            cot.index_put_((pos,), cols.to(cot.dtype) * sign[example, None].to(cot.dtype), accumulate=True)
+        for piece in self.pieces:
+            piece.put_signed(cot, sign)
         return cot
 
     def jacobian_rows(self, v: torch.Tensor):
@@ -323,6 +291,117 @@ class Roots:
             (rows,) = torch.autograd.grad(self.eta, v, grad_outputs=cot, is_grads_batched=True, retain_graph=True,
                                           allow_unused=True)
             yield v.new_zeros(len(cot), v.shape[-1]) if rows is None else rows.detach()
+
+
+class _RootBlock:
+    """The square-root rows of one natural parameter's Fisher, which takes the segment ``[start, start + numel)`` of
+    the natural parameters as ``(E, K, c)``: ``E`` examples (the leading axis, as a plate's), ``K`` rows of ``c``
+    coupled elements each, ``c`` roots per row (root ``j`` of a row is a vector over its ``c`` elements; ``c = 1`` for
+    an elementwise Fisher). A subclass gives the roots' vectors (:meth:`vectors`), their sum over ``j``
+    (:meth:`total`), which roots are nonzero (``keep``, ``(E K, c)``) and whether ``e`` has a class axis
+    (``blocked``)."""
+
+    blocked = True
+
+    def __init__(self, e: torch.Tensor, c: int, start: int):
+        self.start, self.c = start, c
+        self.examples = e.shape[0] if e.dim() > int(self.blocked) else 1
+        self.rows = e.numel() // c
+        self.per = e.numel() // self.examples  # roots per example: K c
+        self.count = int(self.keep.sum())
+
+    def vectors(self, rows: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """``(k, c)``: root ``j[i]`` of row ``rows[i]``."""
+        raise NotImplementedError
+
+    def total(self) -> torch.Tensor:
+        """``(E K, c)``: each row's roots summed."""
+        raise NotImplementedError
+
+    def _segment(self, cot: torch.Tensor) -> torch.Tensor:
+        """``cot``'s columns of this piece as ``(k, E, K, c)`` (a view)."""
+        seg = cot[..., self.start : self.start + self.rows * self.c]
+        return seg.view(*cot.shape[:-1], self.examples, self.rows // self.examples, self.c)
+
+    def put_roots(self, cot: torch.Tensor, flat: torch.Tensor) -> None:
+        """Root ``flat[i]`` (an index into the ``(E K, c)`` roots) into row ``i`` of ``cot``."""
+        rows, j = flat // self.c, flat % self.c
+        seg = self._segment(cot).view(len(cot), self.rows, self.c)
+        seg[torch.arange(len(cot), device=cot.device), rows] = self.vectors(rows, j).to(cot.dtype)
+
+    def put_within(self, cot: torch.Tensor, first: int) -> None:
+        """Root ``first + i`` of every example (its index within the example, ``K c`` of them) into row ``i``."""
+        k, K = len(cot), self.rows // self.examples
+        within = torch.arange(first, first + k, device=cot.device)
+        r, j = within // self.c, within % self.c
+        rows = (torch.arange(self.examples, device=cot.device)[:, None] * K + r).reshape(-1)  # (E k,)
+        vec = self.vectors(rows, j.repeat(self.examples)).reshape(self.examples, k, self.c).transpose(0, 1)
+        self._segment(cot)[torch.arange(k, device=cot.device), :, r] = vec.to(cot.dtype)
+
+    def put_signed(self, cot: torch.Tensor, sign: torch.Tensor) -> None:
+        """Every root, times its example's ``sign``, added to ``cot`` (``(M,)``)."""
+        total = self.total().reshape(self.examples, -1, self.c)
+        self._segment(cot).add_((total * sign[: self.examples, None, None].to(total.dtype)).to(cot.dtype))
+
+
+class _Elementwise(_RootBlock):
+    r"""A diagonal Fisher ``f``: one root :math:`\sqrt{f}` per element."""
+
+    blocked = False
+
+    def __init__(self, e, fisher, weight, start):
+        self.root = torch.broadcast_to(fisher * weight, e.shape).reshape(-1, 1).clamp_min(0).sqrt()
+        self.keep = self.root > 0
+        super().__init__(e, 1, start)
+
+    def vectors(self, rows, j):
+        return self.root[rows]
+
+    def total(self):
+        return self.root
+
+
+class _Eigen(_RootBlock):
+    """A Fisher in ``C x C`` blocks ``(..., C, C)``: the eigenvectors times the square roots of their eigenvalues,
+    those below ``1e-12`` of the block's largest dropped."""
+
+    def __init__(self, e, fisher, weight, start):
+        c = e.shape[-1]
+        w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
+        f = torch.broadcast_to(fisher * w[..., None, None], tuple(e.shape[:-1]) + (c, c)).reshape(-1, c, c)
+        lam, Q = torch.linalg.eigh(f)
+        self.keep = lam > 1e-12 * lam.abs().amax(-1, keepdim=True).clamp_min(1e-300)
+        self.roots = (Q * (lam.clamp_min(0).sqrt() * self.keep)[:, None, :]).transpose(1, 2)  # (rows, root, element)
+        super().__init__(e, c, start)
+
+    def vectors(self, rows, j):
+        return self.roots[rows, j]
+
+    def total(self):
+        return self.roots.sum(1)
+
+
+class _Softmax(_RootBlock):
+    r"""A categorical's Fisher :math:`\mathrm{diag}(p) - pp^\top` per row, from its weighted probabilities ``p``:
+    root ``j`` is :math:`\sqrt{p_j}\,(e_j - q)` with :math:`q = p / \sum p` (the weight taken out), made when asked
+    for from ``p`` alone."""
+
+    def __init__(self, e, fisher, weight, start):
+        c = e.shape[-1]
+        w = torch.as_tensor(weight, dtype=fisher.dtype, device=fisher.device)
+        p = torch.broadcast_to(fisher * w[..., None], e.shape).reshape(-1, c)
+        self.q = p / p.sum(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+        self.root = p.clamp_min(0).sqrt()
+        self.keep = self.root > 0
+        super().__init__(e, c, start)
+
+    def vectors(self, rows, j):
+        out = -self.q[rows] * self.root[rows, j, None]
+        out[torch.arange(len(rows), device=out.device), j] += self.root[rows, j]
+        return out
+
+    def total(self):  # sum_j sqrt(p_j) (e_j - q) = sqrt(p) - q sum_j sqrt(p_j)
+        return self.root - self.q * self.root.sum(-1, keepdim=True)
 
 
 def rest_diagonal(rest: torch.Tensor, v: torch.Tensor, exact: bool, what: str) -> torch.Tensor:

@@ -42,9 +42,11 @@ from .factored import Kronecker
 
 __all__ = ["LayerRecorder", "kronecker", "layer_diagonal", "layer_rows"]
 
-#: numbers of layer pullbacks held at once (2 MiB in float64): a network's curvature then costs little more memory
+#: numbers of layer pullbacks held at once (1 MiB in float64): a network's curvature then costs little more memory
 #: than its forward pass, at some speed (one root of every example per backward pass where the layers are wide)
-PULLBACK_BUDGET = 2**18
+PULLBACK_BUDGET = 2**17
+#: numbers held by a convolution's unfolded patches or batched outer products at once, while its factors are formed
+FACTOR_BUDGET = 2**17
 
 
 class LayerCall:
@@ -67,16 +69,43 @@ class LayerCall:
                     "groups=1 and numeric zero padding)")
         if isinstance(m, nn.modules.conv._ConvNd) and not self.conv:
             return f"{type(m).__name__} (K-FAC takes nn.Linear and nn.Conv2d)"
+        if self.conv and len(self.shape) != 4:
+            return f"an unbatched input of shape {tuple(self.a.shape)} (K-FAC takes a batch, (N, C, H, W))"
         return None
 
-    def patches(self) -> torch.Tensor:
-        """The inputs as rows ``(N T, in)``, the weight flattened to ``(out, in)`` row-major."""
-        a = self.a.detach()
-        if self.conv:
-            m = self.module
-            a = torch.nn.functional.unfold(a, m.kernel_size, m.dilation, m.padding, m.stride)  # (N, in, T)
-            return a.transpose(1, 2).reshape(-1, a.shape[1])
-        return a.reshape(-1, a.shape[-1])
+    def inputs(self) -> torch.Tensor:
+        """A linear layer's inputs as rows ``(N T, in)``."""
+        return self.a.detach().reshape(-1, self.a.shape[-1])
+
+    def input_factor(self) -> torch.Tensor:
+        r"""``A``, the mean outer product of the inputs, :math:`\frac1{NT}\sum_{n,t} a_{nt} a_{nt}^\top`, the weight
+        flattened to ``(out, in)`` row-major. A convolution's patches are unfolded a chunk of examples at a time."""
+        if not self.conv:
+            a = self.inputs()
+            return a.T @ a / a.shape[0]
+        m, x = self.module, self.a.detach()
+        A, rows = 0.0, 0
+        step = max(1, FACTOR_BUDGET // max(x[:1].numel() * math.prod(m.kernel_size), 1))
+        for first in range(0, len(x), step):
+            u = torch.nn.functional.unfold(x[first : first + step], m.kernel_size, m.dilation, m.padding, m.stride)
+            u = u.transpose(1, 2).reshape(-1, u.shape[1])  # (m T, in)
+            A, rows = A + u.T @ u, rows + len(u)
+        return A / rows
+
+    def output_factors(self, g: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r"""From pullbacks ``g`` ``(k, *output shape)`` of ``n`` examples, the sums of the outer products of every
+        output row (:math:`\sum_{k,n,t} g_{knt} g_{knt}^\top`, the weight's output factor) and of each example's rows
+        summed (the bias's), each ``(out, out)``. A convolution's rows are channels over positions, taken a chunk of
+        examples at a time by batched products, not transposed copies."""
+        k, out = len(g), self.shape[1 if self.conv else -1]
+        if not self.conv:
+            rows, sums = g.reshape(-1, out), g.reshape(k * n, -1, out).sum(1)
+            return rows.T @ rows, sums.T @ sums
+        maps = g.reshape(-1, out, math.prod(self.shape[2:]))  # (k N, out, T)
+        step = max(1, FACTOR_BUDGET // (out * out))
+        B = sum(torch.bmm(c, c.transpose(1, 2)).sum(0) for c in maps.split(step))
+        sums = maps.sum(2).reshape(k * n, -1, out).sum(1)
+        return B, sums.T @ sums
 
     def weight_gradient(self, g: torch.Tensor) -> torch.Tensor:
         """The gradient in the weight, ``(out, in)``, of a pullback ``g`` to the output (its shape), by the layer's
@@ -90,12 +119,6 @@ class LayerCall:
     def bias_gradient(self, g: torch.Tensor) -> torch.Tensor:
         """The gradient in the bias, ``(out,)``, of a pullback ``g`` to the output (its shape)."""
         return g.sum([d for d in range(g.dim()) if d != (1 if self.conv else g.dim() - 1)])
-
-    def rows(self, g: torch.Tensor, n: int) -> torch.Tensor:
-        """Pullbacks ``(k, *output shape)`` as ``(k, n, T, out)``."""
-        if self.conv:
-            g = g.flatten(3).transpose(2, 3)  # (k, N, T, out)
-        return g.reshape(g.shape[0], n, -1, g.shape[-1])
 
 
 class LayerRecorder:
@@ -208,21 +231,23 @@ def _project(g: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch
 
 
 def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
-    r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, N, T, out)`` (``T`` rows of
-    an example, as a sequence's), with the rows of :math:`L^\top J` in the coordinates ``left``. ``N = n``
-    independent examples (:func:`_probe`) take one backward pass per root of an example (all ``N`` at once,
-    :meth:`Roots.by_example`); ``n = 0`` (needed where coordinates outside the layers take whole Jacobian rows) one
-    per root, with ``N = 1``."""
+    r"""Chunks of the Fisher's square-root rows pulled back to each layer output, ``(k, *output shape)``, with the
+    rows of :math:`L^\top J` in the coordinates ``left``. ``n`` independent examples (:func:`_probe`) take one
+    backward pass per root of an example (all ``n`` at once, :meth:`Roots.by_example`); ``n = 0`` (needed where
+    coordinates outside the layers take whole Jacobian rows) one per root, the batch then one example. A chunk is let
+    go before the next is made: a consumer should not hold it either."""
     outputs = [c.edge for c in calls]
     size = max(1, PULLBACK_BUDGET // max(sum(math.prod(c.shape) for c in calls), 1))
     cotangents = roots.by_example(size) if n else roots.cotangents(v.shape[-1])
     for cot in cotangents:
-        grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []), grad_outputs=cot,
-                                    is_grads_batched=True, retain_graph=True, allow_unused=True)
-        rows = grads[-1].detach()[:, left] if left is not None and grads[-1] is not None else None
-        # rebound, not kept beside: where c.rows copies (a convolution's), the raw pullbacks are let go
-        grads = [None if g is None else c.rows(g.detach(), max(n, 1)) for c, g in zip(calls, grads)]
-        yield grads, rows
+        one = len(cot) == 1  # a plain backward pass: no batching rules' temporaries
+        grads = torch.autograd.grad(roots.eta, outputs + ([v] if left is not None else []),
+                                    grad_outputs=cot[0] if one else cot, is_grads_batched=not one, retain_graph=True,
+                                    allow_unused=True)
+        grads = [None if g is None else g.detach()[None] if one else g.detach() for g in grads]
+        rows = grads[-1][:, left] if left is not None and grads[-1] is not None else None
+        yield grads[: len(calls)], rows
+        del grads, rows
 
 
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, prior: torch.Tensor,
@@ -246,14 +271,15 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     Bb = {w: 0.0 for w in layers}
     G_left = 0.0
     owners = [w for w, (_, made) in layers.items() for _ in made]
-    for grads, rows in _pullbacks(roots, all_calls, v, left, n if left is None else 0):
-        for w, g in zip(owners, grads):
+    n = n if left is None else 0
+    for grads, rows in _pullbacks(roots, all_calls, v, left, n):
+        for w, c, g in zip(owners, all_calls, grads):
             if g is not None:
-                B[w] = B[w] + torch.einsum("knto,kntp->op", g, g)
-                gs = g.sum(2)  # the bias's pullback: each example's rows summed
-                Bb[w] = Bb[w] + torch.einsum("kno,knp->op", gs, gs)
+                Bw, Bbias = c.output_factors(g, max(n, 1))
+                B[w], Bb[w] = B[w] + Bw, Bb[w] + Bbias
         if rows is not None:
             G_left = G_left + rows.T @ rows
+        del grads, rows, g  # the chunk let go before the next is made
     blocks, i = [], 0
     for w, (b, calls) in layers.items():
         used = [c for j, c in enumerate(calls) if on_graph[i + j]]
@@ -264,8 +290,7 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
         shape = trace.nodes[w]["value"].shape
         out_f, in_f = shape[0], shape.numel() // shape[0]
         if used:
-            a = used[0].patches()
-            A = a.T @ a / a.shape[0]
+            A = used[0].input_factor()
         else:  # not on the observations' graph: the prior alone
             A = v.new_zeros(in_f, in_f)
         Bw = B[w] if torch.is_tensor(B[w]) else v.new_zeros(out_f, out_f)
@@ -307,8 +332,7 @@ def layer_diagonal(recorder: LayerRecorder, trace, potential, v: torch.Tensor, r
         for (w, b, c), g in zip(calls, grads):
             if g is None:  # this chunk's roots do not reach the layer
                 continue
-            g = g[:, :, 0]  # (k, N, out)
-            diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, c.patches() ** 2).reshape(-1)
+            diag[coords[w]] += torch.einsum("kno,ni->oi", g**2, c.inputs() ** 2).reshape(-1)
             if b is not None:
                 diag[coords[b]] += (g**2).sum((0, 1))
     return diag
@@ -334,8 +358,8 @@ def layer_rows(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots
                 chunk = v.new_zeros(k, part.stop - part.start, dim)
                 for (w, b, c), g in zip(calls, grads):
                     if g is not None:
-                        g_part = g[:, part, 0]  # (k, m, out)
-                        chunk[:, :, coords[w]] = (g_part[..., None] * c.patches()[part][None, :, None, :]).flatten(2)
+                        g_part = g[:, part]  # (k, m, out)
+                        chunk[:, :, coords[w]] = (g_part[..., None] * c.inputs()[part][None, :, None, :]).flatten(2)
                         if b is not None:
                             chunk[:, :, coords[b]] = g_part
                 yield chunk.reshape(-1, dim)

@@ -156,9 +156,9 @@ def adapt(
 
             def model():
                 values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in means.items()}
-                e = per_example(energy(lambda inputs: fn(values, inputs), x), n)
-                energy_factor("ttt_energy", e.sum(), beta=beta, gauss_newton=natural and (
-                    lambda: natural(lambda inputs: fn(values, inputs), x)))
+                forward = _forward_once(fn, values)
+                e = per_example(energy(forward, x), n)
+                energy_factor("ttt_energy", e.sum(), beta=beta, gauss_newton=natural and (lambda: natural(forward, x)))
 
             return infer(model, method=runner, seed=seed, progress=progress)
 
@@ -176,6 +176,21 @@ def adapt(
             post = tune_prior_scales(fit, means, tuned) if tuned else fit(scales)
     post.diagnostics["ttt"] = {"latents": list(trained), "independent": independent, "prior_mean": prior_mean}
     return post
+
+
+def _forward_once(fn, values: dict):
+    """The network at ``values`` as a function of its inputs that runs once per input tensor (the same memory, shape
+    and strides): the energy and its natural parameters (``hessian="ggn"``) then share one forward pass and its
+    graph."""
+    outputs = {}
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        key = (inputs.data_ptr(), inputs.device, tuple(inputs.shape), inputs.stride())
+        if key not in outputs:
+            outputs[key] = fn(values, inputs)
+        return outputs[key]
+
+    return forward
 
 
 def predict(net: nn.Module, posterior: Posterior, x: torch.Tensor, num_samples: int = 100,

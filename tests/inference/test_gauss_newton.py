@@ -445,6 +445,80 @@ def test_kfac_of_a_convolution(float64):
         fit("kron")
 
 
+def test_roots_give_the_fisher_of_every_kind(float64):
+    """The cotangents made on demand square to the block-diagonal Fisher exactly: a categorical with several rows per
+    example and a masked row (diag(p) - p p^T per row, weight 0 dropped), an elementwise Fisher with a zero, declared
+    C x C blocks with a zero block, and an unbatched categorical. Summed over examples (by_example), each example's
+    share still squares to its Fisher, and the signed sum is every root times its example's sign."""
+    from pyebm.inference.gauss_newton import Roots
+
+    g = torch.Generator().manual_seed(1)
+    E, K, C = 4, 3, 5
+    p = torch.softmax(torch.randn(E, K, C, generator=g), -1)
+    mask = torch.ones(E, K)
+    mask[1, 2] = 0
+    f = torch.rand(E, 7, generator=g)
+    f[2, 3] = 0
+    A = torch.randn(E, K, C, C, generator=g)
+    blocks = A @ A.transpose(-1, -2)
+    blocks[0, 0] = 0
+    single = torch.softmax(torch.randn(C, generator=g), -1)
+    roots = Roots({"a": ([(torch.zeros(E, K, C), p, "softmax")], mask), "b": ([(torch.zeros(E, 7), f, False)], 1.0),
+                   "c": ([(torch.zeros(E, K, C), blocks, True)], 2.0),
+                   "d": ([(torch.zeros(C), single, "softmax")], 1.0)})
+    pm = (p * mask[..., None]).reshape(-1, C)
+    fisher = torch.block_diag(*[torch.diag(q) - torch.outer(q, q) for q in pm], torch.diag(f.reshape(-1)),
+                              *(2 * blocks).reshape(-1, C, C), torch.diag(single) - torch.outer(single, single))
+    example = torch.cat([torch.arange(E).repeat_interleave(K * C), torch.arange(E).repeat_interleave(7),
+                         torch.arange(E).repeat_interleave(K * C), torch.zeros(C, dtype=torch.long)])
+    rows = torch.cat(list(roots.cotangents(10)))
+    assert len(rows) == roots.count == (E * K - 1) * C + E * 7 - 1 + (E * K - 1) * C + C
+    torch.testing.assert_close(rows.T @ rows, fisher, rtol=0, atol=1e-13)
+    summed = torch.cat(list(roots.by_example(4)))
+    shares = [summed * (example == e) for e in range(E)]  # (the unbatched categorical counted as example 0)
+    torch.testing.assert_close(sum(r.T @ r for r in shares), fisher, rtol=0, atol=1e-13)
+    sign = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    torch.testing.assert_close(roots.signed(sign), (rows * sign[example]).sum(0), rtol=0, atol=1e-14)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_factors_do_not_depend_on_the_memory_budgets(float64, monkeypatch):
+    """Pullbacks a root at a time or several, a convolution's patches and outer products one example at a time or
+    all at once: the same factors (a CNN on 6 images, cross-entropy)."""
+    from pyebm.inference import kfac
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(3, 2, 3, stride=2),
+                              torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(8, 3)).double()
+    _, fit = _conv_adaptation(net, torch.randn(6, 2, 5, 5, dtype=torch.float64), torch.randint(0, 3, (6,)),
+                              "cross_entropy")
+    large = fit("kron").diagnostics["hessian"]
+    monkeypatch.setattr(kfac, "PULLBACK_BUDGET", 1)
+    monkeypatch.setattr(kfac, "FACTOR_BUDGET", 1)
+    small = fit("kron").diagnostics["hessian"]
+    assert list(small) == list(large) == [k for k, _ in net.named_parameters()]
+    for name in large:
+        for mine, theirs in zip(small[name][:2], large[name][:2]):
+            if theirs is not None:
+                torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_an_adaptation_runs_the_network_once_per_trace(float64):
+    """The energy and its natural parameters (hessian="ggn") share one forward pass: one run of the model calls the
+    network once."""
+    from pyebm.ttt.adapt import _forward_once
+
+    calls = []
+    net = torch.nn.Linear(3, 2).double()
+    net.register_forward_hook(lambda *a: calls.append(1))
+    forward = _forward_once(lambda values, x: net(x), {})
+    x = torch.randn(4, 3, dtype=torch.float64)
+    assert forward(x) is forward(x) is forward(x.flatten(0, 0))
+    assert len(calls) == 1
+    forward(x[:2])  # other inputs: another pass
+    assert len(calls) == 2
+
+
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_kfac_refusals(float64):
     """No nn.Linear over the latents, and a prior that is not one number per parameter, are clear errors; K-FAC is a
