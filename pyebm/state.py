@@ -32,10 +32,19 @@ def resolve_seed(seed: int | None) -> int:
 
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
-    """Seed Python, NumPy and torch for the block, then restore their previous states."""
+    """Seed Python, NumPy and torch for the block, then restore their previous states.
+
+    torch's CPU generator always; CUDA's where CUDA is available: their states restored where CUDA was initialised on
+    entry, else seeded for when it is (it then keeps the block's state: it had none before). Unlike
+    ``torch.manual_seed``, no other accelerator's lazy seeding is queued on machines without one (a call costs
+    microseconds, not a captured stack per backend)."""
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.is_available()
+    cuda_state = torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_initialized() else None
     try:
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
+        if cuda:
+            torch.cuda.manual_seed_all(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)  # NumPy's legacy seeding takes 32 bits
         yield
@@ -43,6 +52,8 @@ def seeded(seed: int) -> Iterator[None]:
         random.setstate(py_state)
         np.random.set_state(np_state)
         torch.set_rng_state(torch_state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
 
 
 def copy_param_state(state: dict) -> dict:

@@ -46,3 +46,14 @@ def test_free_energy_and_langevin_on_the_device(device, float64):
     a, _ = pyebm.samplers.sample_langevin(e, start, 20, 0.1, seed=3)
     b, _ = pyebm.samplers.sample_langevin(e, start, 20, 0.1, seed=3)
     assert a.position.device.type == device.type and torch.equal(a.position, b.position)  # seeded: reproducible
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_seeded_call_leaves_the_cuda_generator_as_it_was(float64):
+    """A seeded call draws reproducibly on the GPU and gives the caller's CUDA generator back unchanged."""
+    torch.cuda.init()
+    before = torch.cuda.get_rng_state_all()
+    runs = [pyebm.infer(pyebm.model_from_energy(gaussian_on("cuda"), {"x": 2}), method=pyebm.NUTS(
+        num_samples=20, warmup_steps=20), seed=3, progress=False).draws()["x"] for _ in range(2)]
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, torch.cuda.get_rng_state_all()))
