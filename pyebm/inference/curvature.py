@@ -70,6 +70,9 @@ class DensePrecision(Structure):
         return 2 * self.ops.sum(self.ops.log(self.ops.diagonal(self.chol)), -1)
 
     def solve(self, v):
+        if self.chol.ndim == 2 and v.ndim > 1 and math.prod(v.shape[:-1]) >= v.shape[-1]:
+            # at least D vectors: the covariance (formed once, kept) times each beats two triangular solves each
+            return (v.reshape(-1, v.shape[-1]) @ self._covariance).reshape(v.shape)
         if self.chol.ndim == 2 and v.ndim > 1:  # one factor, many vectors: one solve with many right-hand sides
             flat = self.ops.permute(v.reshape(-1, v.shape[-1]), (1, 0))
             return self.ops.permute(self.ops.cho_solve(self.chol, flat), (1, 0)).reshape(v.shape)
