@@ -175,10 +175,12 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: st
     return coords, layers, torch.cat(left) if left else None
 
 
-def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, list[bool], bool]:
+def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = False):
     r"""A backward pass of every root summed (and, where it can be tested, a second of every root flipped by a random
     sign per example, compared with the first by a random projection of each example's rows) answers three questions
-    about the recorded layer calls ``[c for each layer, for each call]``:
+    about the recorded layer calls ``[c for each layer, for each call]`` (with ``keep``, the first pass's pullbacks
+    ``(1, *output shape)`` are returned too, else None: where each example has one root they are the pullbacks
+    themselves):
 
     * ``N``, the number of examples, if every layer output's leading axis is the observations' example axis and the
       examples are independent: each row of every layer's pullback must flip with its example's sign (a batch norm in
@@ -196,6 +198,7 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, lis
     grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=roots.signed(roots.eta.new_ones(max(
         roots.examples, default=1))), retain_graph=True, allow_unused=True)
     on_graph = [g is not None for g in grads[:-1]]
+    first = [None if g is None else g.detach()[None] for g in grads[:-1]] if keep else None
     through = True
     if grads[-1] is not None:
         direct, assembled = grads[-1].detach(), torch.zeros_like(v)
@@ -219,7 +222,7 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor) -> tuple[int, lis
             after = g.detach().reshape(n, -1) @ r if g is not None else torch.zeros_like(before)
             independent = independent and bool(((after - sign * before).abs() <= 64 * torch.finfo(v.dtype).eps
                                                 * bound).all())
-    return (n if independent else 0), on_graph, through
+    return (n if independent else 0), on_graph, through, first
 
 
 def _project(g: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -260,7 +263,9 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
                          "site (a PyroSample weight, or a weight adapted by pyebm.ttt.adapt); this model calls none. "
                          "Use hessian='ggn' (dense) or structure='diag'.")
     all_calls = [c for _, (_, made) in layers.items() for c in made]
-    n, on_graph, through = _probe(roots, layers, coords, v)
+    # where each example has one root (a scalar output), the probe's first pass is the one chunk of pullbacks
+    single = left is None and sum(p.per for p in roots.pieces if p.count) == 1
+    n, on_graph, through, first = _probe(roots, layers, coords, v, keep=single)
     if not through:
         raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
                          "observations only through that layer; here some are also used outside it (in another "
@@ -272,7 +277,7 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     G_left = 0.0
     owners = [w for w, (_, made) in layers.items() for _ in made]
     n = n if left is None else 0
-    for grads, rows in _pullbacks(roots, all_calls, v, left, n):
+    for grads, rows in [(first, None)] if n and single else _pullbacks(roots, all_calls, v, left, n):
         for w, c, g in zip(owners, all_calls, grads):
             if g is not None:
                 Bw, Bbias = c.output_factors(g, max(n, 1))
@@ -312,7 +317,7 @@ def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, 
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     if not layers or left is not None or any(c.conv or len(c.shape) != 2 for *_, c in calls):
         return None
-    n, on_graph, through = _probe(roots, layers, coords, v)
+    n, on_graph, through, _ = _probe(roots, layers, coords, v)
     calls = [c for c, used in zip(calls, on_graph) if used]
     if n == 0 or not through or len({w for w, *_ in calls}) < len(calls):  # mixed examples, another path, sharing
         return None

@@ -107,6 +107,8 @@ def _used_once(out: torch.Tensor, leaves: list[torch.Tensor]) -> bool:
     """Whether each of the ``leaves`` enters the autograd graph of ``out`` by exactly one edge (a walk of the graph,
     no backward pass): a weight whose layer's output is on the graph and that is used once reaches ``out`` through that
     layer only."""
+    if out.grad_fn is None:
+        return False
     uses = {id(t): 0 for t in leaves}
     seen, stack = {out.grad_fn}, [out.grad_fn]
     while stack:

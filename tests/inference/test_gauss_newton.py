@@ -270,8 +270,8 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
 
     calls = []
     probe = kfac._probe
-    def spy(*args):
-        calls.append(probe(*args))
+    def spy(*args, **kwargs):
+        calls.append(probe(*args, **kwargs))
         return calls[-1]
 
     monkeypatch.setattr(kfac, "_probe", spy)
@@ -279,7 +279,7 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
     kron, diag = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
     dense, low = fit("ggn").diagnostics["hessian"], fit("lowrank", rank=12).approximation.structure.covariance()
     assert [n for n, *_ in calls] == [20, 20, 20, 20]
-    monkeypatch.setattr(kfac, "_probe", lambda *a: (0, *probe(*a)[1:]))  # one backward pass per root
+    monkeypatch.setattr(kfac, "_probe", lambda *a, **k: (0, *probe(*a, **k)[1:]))  # one backward pass per root
     kron_rows, diag_rows = fit("kron").diagnostics["hessian"], fit("ggn", structure="diag").diagnostics["hessian"]
     for name in trained:
         for mine, rows in zip(kron[name][:2], kron_rows[name][:2]):
@@ -397,7 +397,7 @@ def test_a_weight_used_outside_its_layer_is_not_read_from_layer_pullbacks(float6
     with pytest.raises(ValueError, match="also used outside"):
         fit("kron")
     probe = kfac._probe
-    monkeypatch.setattr(kfac, "_probe", lambda *a: (0, *probe(*a)[1:]))  # one backward pass per root
+    monkeypatch.setattr(kfac, "_probe", lambda *a, **k: (0, *probe(*a, **k)[1:]))  # one backward pass per root
     torch.testing.assert_close(dense, fit("ggn"), rtol=1e-12, atol=1e-12)
 
 
@@ -499,6 +499,38 @@ def test_kfac_factors_do_not_depend_on_the_memory_budgets(float64, monkeypatch):
     assert list(small) == list(large) == [k for k, _ in net.named_parameters()]
     for name in large:
         for mine, theirs in zip(small[name][:2], large[name][:2]):
+            if theirs is not None:
+                torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_kfac_with_one_root_per_example_reuses_the_probe(float64, monkeypatch):
+    """A scalar output per example has one root per example: the probe's first pass (every root summed) is then the
+    pullbacks, taken as they are; the factors equal those of one backward pass per root."""
+    from pyebm import ttt
+    from pyebm.inference import kfac
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 1)).double()
+    x, y = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, dtype=torch.float64)
+    trained = {k: v.detach() for k, v in net.named_parameters()}
+
+    def factors():
+        post = ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
+            at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
+        return post.diagnostics["hessian"]
+
+    pullbacks = []
+    passes = kfac._pullbacks
+    monkeypatch.setattr(kfac, "_pullbacks", lambda *a: pullbacks.append(1) or passes(*a))
+    reused = factors()
+    assert pullbacks == []  # no pass beyond the probe's
+    probe = kfac._probe
+    monkeypatch.setattr(kfac, "_probe", lambda *a, **k: (0, *probe(*a, **k)[1:]))  # one backward pass per root
+    per_root = factors()
+    assert pullbacks == [1]
+    for name in trained:
+        for mine, theirs in zip(reused[name][:2], per_root[name][:2]):
             if theirs is not None:
                 torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
