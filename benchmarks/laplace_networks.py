@@ -49,15 +49,24 @@ def _timed(fn, repeats: int = 3):
     return out, sorted(times)[len(times) // 2]
 
 
-def _timed_pair(fn_a, fn_b, repeats: int = 5):
-    """Both functions timed in alternation (a, b, a, b, ...), medians of ``repeats``: each sees the same share of a
-    noisy machine's load, so their ratio holds where the absolute times do not."""
-    times, out = ([], []), [None, None]
-    for _ in range(repeats):
+def _timed_pair(fn_a, fn_b, repeats: int = 5, least: float = 0.05):
+    """Both functions timed in alternation (a, b, a, b, ...), medians of ``repeats`` samples: each sees the same share
+    of a noisy machine's load, so their ratio holds where the absolute times do not. A sample of a call shorter than
+    ``least`` seconds times as many calls as fill it (the time per call reported): one call of a few milliseconds is
+    mostly the machine's noise. The first call of each, timed, sets that number and warms up."""
+    out, once = [None, None], [0.0, 0.0]
+    for i, fn in enumerate((fn_a, fn_b)):
+        start = time.perf_counter()
+        out[i] = fn()
+        once[i] = time.perf_counter() - start
+    loops = [max(1, math.ceil(least / t)) for t in once]
+    times = ([once[0]], [once[1]]) if loops == [1, 1] else ([], [])  # slow calls: the first counts as a sample
+    while len(times[0]) < repeats:
         for i, fn in enumerate((fn_a, fn_b)):
             start = time.perf_counter()
-            out[i] = fn()
-            times[i].append(time.perf_counter() - start)
+            for _ in range(loops[i]):
+                out[i] = fn()
+            times[i].append((time.perf_counter() - start) / loops[i])
     return [(o, sorted(t)[len(t) // 2]) for o, t in zip(out, times)]
 
 
