@@ -21,6 +21,9 @@ Hessian at weights that are not exactly a minimum. For a model linear in :math:`
 
 from __future__ import annotations
 
+import contextlib
+from dataclasses import dataclass
+
 import torch
 from pyro.distributions.torch_distribution import MaskedDistribution
 from pyro.poutine.subsample_messenger import _Subsample
@@ -29,9 +32,9 @@ from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poi
 from ..ops import HVP_BUDGET
 from .curvature import MAX_DENSE_BYTES, check_dense_size, positive_definite, positive_diagonal
 from .factored import LowRank
-from .pyro_backend import conditioned_trace
+from .pyro_backend import conditioned_trace, given_point_graph, nonfinite_point
 
-__all__ = ["gauss_newton", "softmax_curvature", "KNOWN_LINKS"]
+__all__ = ["gauss_newton", "given_point_run", "GraphRun", "softmax_curvature", "KNOWN_LINKS"]
 
 #: observation families whose natural parameter and Fisher information the GGN knows
 KNOWN_LINKS = ("Normal", "Bernoulli", "Categorical", "Poisson")
@@ -85,8 +88,35 @@ def _site_weight(node) -> torch.Tensor | float:
     return w
 
 
+@dataclass
+class GraphRun:
+    """A run of the model at a given point that the GGN reads instead of running the model again: its trace, whose
+    latent values are slices of the leaf ``v``, and the layer calls ``recorder`` saw."""
+
+    v: torch.Tensor
+    trace: object
+    recorder: object
+
+
+def given_point_run(model, args: tuple, kwargs: dict, at: dict, what: str = "Laplace"):
+    """``(potential, run)``: the potential at the given point ``at`` from one run of the model, and that run as a
+    :class:`GraphRun` for the GGN to read (None where it cannot serve: the GGN then runs the model itself; see
+    :func:`~pyebm.inference.pyro_backend.given_point_graph`). None where ``at`` is not the whole point. The potential's
+    trace holds the run's graph: let it go once read."""
+    from .kfac import LayerRecorder
+
+    recorder = LayerRecorder()
+    with torch.enable_grad(), recorder:
+        found = given_point_graph(model, args, kwargs, at, what)
+    if found is None:
+        return None
+    potential, v = found
+    return potential, None if v is None else GraphRun(v, potential.trace, recorder)
+
+
 def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, what: str = "Laplace",
-                 structure: str = "full", rank: int = 100, labels: list[str] | None = None, value: bool = False):
+                 structure: str = "full", rank: int = 100, labels: list[str] | None = None, value: bool = False,
+                 run: GraphRun | None = None):
     r"""The GGN of the potential of ``model(*args, **kwargs)`` at the point ``u`` (``(D,)``, unconstrained) in a
     ``structure`` (a :class:`~pyebm.inference.curvature.Structure`, checked positive definite), the names of the
     observation sites whose link it used, and, where ``value``, the potential and its gradient at ``u`` (``(1,)``,
@@ -99,15 +129,21 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     weight or bias of an ``nn.Linear`` called once per example and the examples are independent, the Jacobian rows
     (and the diagonal) come from the layers' per-example pullbacks, one backward pass per root of an example
     (:func:`~pyebm.inference.kfac.layer_rows`, :func:`~pyebm.inference.kfac.layer_diagonal`); otherwise from one
-    backward pass per root.
+    backward pass per root. ``run``: the model's run at ``u`` to read (:func:`given_point_run`) instead of running it;
+    the energy there is then computed (as with ``value``) and checked finite.
     """
     from .kfac import LayerRecorder, _coordinates, kronecker, layer_diagonal, layer_rows
 
-    recorder = LayerRecorder()
-    with torch.enable_grad(), recorder:  # one run of the model, its graphs kept
-        v = u.detach().requires_grad_(True)
-        unconstrained = potential.unpack(v)  # every site, held coordinates included
-        trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
+    recorder = LayerRecorder() if run is None else run.recorder
+    value = value or run is not None
+    with torch.enable_grad(), recorder if run is None else contextlib.nullcontext():  # one run, its graphs kept
+        if run is None:
+            v = u.detach().requires_grad_(True)
+            unconstrained = potential.unpack(v)  # every site, held coordinates included
+            trace, values = conditioned_trace(model, args, kwargs, potential.sites, unconstrained)
+        else:  # every site on the reals: its value is its unconstrained value
+            v, trace = run.v, run.trace
+            values = unconstrained = {s.name: trace.nodes[s.name]["value"] for s in potential.sites}
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
         coords = _coordinates(potential, v)
         known = v.new_zeros(v.shape[-1])  # the curvature of the latents' fixed Normal priors, in closed form
@@ -132,6 +168,8 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         at = None
         if value:
             energy = rest + elsewhere
+            if run is not None and not bool(torch.isfinite(energy)):
+                raise nonfinite_point(model, args, kwargs, values, what)
             (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
             at = energy.detach().reshape(1), grad[None]
         roots = Roots(parts)
@@ -208,7 +246,7 @@ def _known_links(trace, latent: set, what: str) -> dict:
     """``{site: (natural parameters with their Fisher, weight)}`` for the observed sites of a known family and the
     energy factors that declare theirs (``latent``: the conditioned sites, which are priors, not observations)."""
     discrete = [n for n, nd in trace.nodes.items() if nd["type"] == "sample" and not nd["is_observed"]
-                and not isinstance(nd["fn"], _Subsample)]
+                and n not in latent and not isinstance(nd["fn"], _Subsample)]
     if discrete:
         raise ValueError(f"{what}: hessian='ggn' takes models whose latent sites are all continuous; {discrete} "
                          "would be drawn at random in the trace. Use hessian='full' (it sums them out).")

@@ -117,12 +117,17 @@ class Laplace(MAP):
 
     def run(self, backend, model, args, kwargs, seed, progress) -> Posterior:
         curvature, form = self.curvature()
+        run = found = None  # the model's run at a given point, which the GGN reads
         if self.at is None:
             potential, res = find_mode(self, backend, model, args, kwargs, seed, progress, jacobian=True,
                                          verify=(curvature, form) == ("exact", "full"))
             u, energy, hessian, diagnostics = res.u, res.value[0], res.hessian, optim_diagnostics(res)
-        else:
-            potential = backend.potential(model, args, kwargs, init=self.at, what="Laplace", seed=seed)
+        else:  # the GGN of a given point reads the run of the model that builds its potential, where it can
+            from .gauss_newton import given_point_run
+
+            found = given_point_run(model, args, kwargs, self.at) if curvature == "ggn" and self.subset is None else None
+            potential, run = found or (backend.potential(model, args, kwargs, init=self.at, what="Laplace", seed=seed),
+                                       None)
             missing = sorted(set(potential.names()) - set(self.at))
             if missing:
                 raise ValueError(f"Laplace: at= gives no value for site(s) {missing}; post-hoc Laplace needs the "
@@ -136,7 +141,7 @@ class Laplace(MAP):
 
             structure, ggn_sites, at = gauss_newton(model, args, kwargs, potential, u[0], structure=form,
                                                     rank=self.rank, labels=_labels(potential),
-                                                    value=self.at is not None)
+                                                    value=self.at is not None, run=run)
         else:
             structure = PROVIDERS[form](lambda v: potential(v, True), u, potential.ops, "Laplace",
                                         labels=_labels(potential), hessian=hessian).index(0)
@@ -148,6 +153,8 @@ class Laplace(MAP):
             diagnostics["ggn_sites"] = ggn_sites
         log_z = float(to_numpy(gaussian_log_evidence(energy, structure, potential.dim)))
         view = backend.model_view(model, args, kwargs, potential)
+        if found is not None:  # that run holds its graph: the posterior lets it go
+            potential.trace = None
         diagnostics["hessian"] = structure.precision_form()
         return Posterior(
             "laplace", Gaussian(potential, u[0], structure), site_shapes=view.site_shapes,

@@ -33,7 +33,8 @@ from ..ops import NO_GRADIENT, TORCH
 from ..state import isolated_param_store, seeded
 from .potential import Potential, Site
 
-__all__ = ["PyroBackend", "PYRO", "PyroModelView", "learnable_energy_parameters"]
+__all__ = ["PyroBackend", "PYRO", "PyroModelView", "learnable_energy_parameters", "given_point_graph",
+           "nonfinite_point"]
 
 
 def _on_reals(transform) -> bool:
@@ -165,13 +166,17 @@ def traced_potential(model, args, kwargs, init, jit_compile: bool, what: str) ->
     return potential.restricted(_unmasked(sites, proto))
 
 
-def _given_point(model, args, kwargs, init: dict, what: str) -> Potential | None:
+def _given_point(model, args, kwargs, init: dict, what: str, graph: bool = False) -> Potential | None:
     """The potential of a model whose every latent site ``init`` gives (all continuous, no subsampled plate), from one
     trace of the model at those values: no search for a valid initial point, which is what Pyro's
     ``initialize_model`` adds (its probe, its trace and its potential with gradient at the point: most of the time of a
     post-hoc Laplace of a small network). None where ``init`` does not give the whole point (the general path then
-    checks its names); a ValueError where the energy is not finite there."""
-    values = {k: torch.as_tensor(v).detach() for k, v in init.items()}
+    checks its names); a ValueError where the energy is not finite there.
+
+    With ``graph`` (:func:`given_point_graph`), the values are taken as they are (with their graph), and where the
+    trace is the graph in the unconstrained point (:func:`_graph_layout`) the energy's finiteness is left to the
+    caller, who evaluates it from the trace anyway."""
+    values = dict(init) if graph else {k: torch.as_tensor(v).detach() for k, v in init.items()}
     try:
         trace = _prototype(model, args, kwargs, init_to_value(values=values, fallback=init_to_median))
     except Exception:  # noqa: BLE001 - e.g. a value of the wrong shape breaks the model: the general path, which
@@ -182,20 +187,54 @@ def _given_point(model, args, kwargs, init: dict, what: str) -> Potential | None
         return None
     _check_init_shapes(values, trace)
     sites = [_site(k, n, biject_to(n["fn"].support)) for k, n in latent.items()]
-    u0 = torch.cat([s.transform.inv(values[s.name]).reshape(-1) for s in sites])
+    free = _unmasked(sites, trace)
+    checked = graph and _graph_layout(sites, list(values), bool(free.all()))
+    u0 = torch.cat([s.transform.inv(values[s.name]).detach().reshape(-1) for s in sites])
     with torch.no_grad(), pyro.validation_enabled(False):
-        finite = bool(torch.isfinite(u0).all()) and bool(torch.isfinite(trace.log_prob_sum()))
+        finite = bool(torch.isfinite(u0).all()) and (checked or bool(torch.isfinite(trace.log_prob_sum())))
     if not finite:
-        raise ValueError(f"{what}: the model's energy is not finite at the given point: "
-                         f"{_nonfinite_sites(model, args, kwargs, init_to_value(values=values))}. Check the values "
-                         "against the sites' supports, and the energy for log(0), division by zero or overflow.")
+        raise nonfinite_point(model, args, kwargs, values, what)
     one_point = _traced_one_point(model, args, kwargs, sites)
 
     def evaluate(u: torch.Tensor, jacobian: bool) -> torch.Tensor:
         return one_point(u[0], jacobian).reshape(1)
 
-    return Potential(sites, u0, TORCH, evaluate, batched=False, one_point=one_point,
-                     trace=trace).restricted(_unmasked(sites, trace))
+    return Potential(sites, u0, TORCH, evaluate, batched=False, one_point=one_point, trace=trace).restricted(free)
+
+
+def _graph_layout(sites: list[Site], order: list[str], unmasked: bool) -> bool:
+    """Whether a trace at values that are slices of one leaf, in ``order``, is the graph in the unconstrained point:
+    every site on the reals, in that order, no element masked out."""
+    return unmasked and [s.name for s in sites] == order and all(s.on_reals for s in sites)
+
+
+def given_point_graph(model, args, kwargs, init: dict, what: str) -> tuple[Potential, torch.Tensor | None] | None:
+    """The potential at a given point (:func:`_given_point`) from a run of the model in the caller's grad mode and
+    handlers whose latent values are slices of one leaf ``v`` that requires grad, in ``init``'s order: ``(potential,
+    v)``, the potential's trace that run, its graph in the unconstrained point, and the energy's finiteness not
+    checked (a caller reading the trace evaluates it; :func:`nonfinite_point` says where it is not). Where the trace
+    cannot be that graph (a site off the reals or in another order, masked elements), ``(potential, None)``; None
+    where ``init`` is not the whole point."""
+    values = {k: torch.as_tensor(v).detach() for k, v in init.items()}
+    if not values:
+        return None
+    leaf = torch.cat([v.reshape(-1) for v in values.values()]).requires_grad_(True)
+    parts = leaf.split([v.numel() for v in values.values()])
+    potential = _given_point(model, args, kwargs, {k: p.reshape(v.shape) for (k, v), p in zip(values.items(), parts)},
+                             what, graph=True)
+    if potential is None:
+        return None
+    graph = _graph_layout(potential.sites, list(values), potential.dim == leaf.numel())
+    return potential, leaf if graph else None
+
+
+def nonfinite_point(model, args, kwargs, values: dict, what: str) -> ValueError:
+    """The error for a given point (``values`` of every latent site) where the model's energy is not finite, naming
+    the sites that are not."""
+    values = {k: torch.as_tensor(v).detach() for k, v in values.items()}
+    return ValueError(f"{what}: the model's energy is not finite at the given point: "
+                      f"{_nonfinite_sites(model, args, kwargs, init_to_value(values=values))}. Check the values "
+                      "against the sites' supports, and the energy for log(0), division by zero or overflow.")
 
 
 def conditioned_trace(model, args, kwargs, sites: list[Site], unconstrained: dict):

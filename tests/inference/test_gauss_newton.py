@@ -187,6 +187,41 @@ def test_laplace_over_a_subset_is_the_conditional_gaussian(float64):
         pyebm.infer(model, X, y, method=pyebm.Laplace(subset=lambda n: False), progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
+def test_a_post_hoc_ggn_reads_the_run_that_builds_its_potential(float64):
+    """At a given point on the reals, in the model's order, one run of the model gives the potential and the GGN's
+    graph; in another order, or with a site off the reals, the GGN runs the model itself: the same curvature, evidence
+    and gradient either way, and the posterior keeps no graph. A point where the energy is not finite is refused by
+    name on the one-run path too."""
+    runs = []
+
+    def model(x, y, positive=False):
+        runs.append(1)
+        w = pyro.sample("w", dist.Normal(0.0, 1.0).expand([3]).to_event(1))
+        s = pyro.sample("s", dist.LogNormal(0.0, 1.0) if positive else dist.Normal(1.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("y", dist.Normal(torch.tanh(x @ w), 0.3 * s**2), obs=y)
+
+    y = data("normal")
+    point = {"w": W, "s": torch.tensor(1.2, dtype=torch.float64)}
+    for positive in (False, True):
+        fits = []
+        for at in (point, dict(reversed(point.items()))):
+            runs.clear()
+            fits.append(pyebm.infer(model, X, y, positive=positive, method=pyebm.Laplace(at=at, hessian="ggn"),
+                                    progress=False))
+            fits[-1].runs = len(runs)
+        one, two = fits
+        assert (one.runs, two.runs) == ((1, 2) if not positive else (2, 2))
+        assert one.approximation.layout.trace is None
+        torch.testing.assert_close(one.diagnostics["hessian"], two.diagnostics["hessian"], rtol=1e-12, atol=1e-12)
+        assert one.log_evidence == pytest.approx(two.log_evidence, rel=1e-12)
+        assert one.diagnostics["distance"] == pytest.approx(two.diagnostics["distance"], rel=1e-10)
+    with pytest.raises(ValueError, match="not finite at the given point.*'y'"):
+        pyebm.infer(model, X, y, method=pyebm.Laplace(at={"w": W, "s": torch.tensor(0.0)}, hessian="ggn"),
+                    progress=False)
+
+
 # --- structures of the GGN: diagonal, K-FAC, low rank -----------------------------------------------------------
 def _mlp_adaptation(n, kind="cross_entropy", prior_scale=0.7):
     """A 3-5-2 tanh network (float64) adapted post-hoc on n examples: a function hessian -> Laplace posterior."""
