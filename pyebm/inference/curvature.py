@@ -39,6 +39,10 @@ class Structure:
         r""":math:`\Sigma v` for ``v`` of shape ``(*batch, D)``: the precision's inverse applied."""
         raise NotImplementedError
 
+    def quadratic(self, v):
+        r""":math:`v^\top\Sigma v` for ``v`` of shape ``(*batch, D)`` (e.g. a Newton decrement's square)."""
+        return self.ops.sum(v * self.solve(v), -1)
+
     def sample(self, eps):
         r"""Draws :math:`\Sigma^{1/2}\varepsilon` from standard normal ``eps`` of shape ``(n, *batch, D)``."""
         raise NotImplementedError

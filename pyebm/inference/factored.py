@@ -60,67 +60,48 @@ class Kronecker(Structure):
     r"""A block-diagonal precision whose blocks are Kronecker factored, :math:`B \otimes A + \delta I` (a layer's
     weight, row-major ``(out, in)``; K-FAC), or dense, :math:`P` (a bias, or coordinates outside any layer).
 
-    Each block is eigendecomposed once: :math:`B \otimes A + \delta I = (Q_B \otimes Q_A)(\Lambda_B \otimes \Lambda_A +
-    \delta)(Q_B \otimes Q_A)^\top`, so the log-determinant, solves, draws and marginal variances cost
-    :math:`O(\mathrm{out}^3 + \mathrm{in}^3 + \mathrm{out}\cdot\mathrm{in}\cdot(\mathrm{out}+\mathrm{in}))` per layer and
-    no ``D x D`` matrix is built. ``blocks``: a list of ``(name, index, B, A, delta)`` (``A`` None for a dense block
-    ``B``), ``index`` the block's coordinates in ``u``.
+    A factored block is eigendecomposed once: :math:`B \otimes A + \delta I = (Q_B \otimes Q_A)(\Lambda_B \otimes
+    \Lambda_A + \delta)(Q_B \otimes Q_A)^\top`, so the log-determinant, solves, draws and marginal variances cost
+    :math:`O(\mathrm{out}^3 + \mathrm{in}^3 + \mathrm{out}\cdot\mathrm{in}\cdot(\mathrm{out}+\mathrm{in}))` per layer
+    and no ``D x D`` matrix is built; a dense block is Cholesky factored. ``blocks``: a list of ``(name, index, B, A,
+    delta)`` (``A`` None for a dense block ``B``, ``delta`` a number or, for a dense block, a vector), ``index`` the
+    block's coordinates in ``u``.
     """
 
     def __init__(self, blocks: list, dim: int, ops: ArrayOps, what: str = "Laplace"):
         self.blocks, self.dim, self.ops = blocks, dim, ops
-        self._eig = []
-        for name, _, B, A, delta in blocks:
-            if A is None and torch.is_tensor(delta):  # a dense block with its own diagonal prior
-                eig = (*torch.linalg.eigh(B + torch.diag(delta)), None)
-            elif A is None:
-                lb, Qb = torch.linalg.eigh(B)
-                eig = (lb + delta, Qb, None)
-            else:
-                (lb, Qb), (la, Qa) = torch.linalg.eigh(B), torch.linalg.eigh(A)  # PSD: round-off below 0 clipped
-                eig = (lb.clamp_min(0)[:, None] * la.clamp_min(0)[None, :] + delta, Qb, Qa)
-            values = eig[0]
-            top = float(values.abs().max())
-            if not bool((values > 10 * values.numel() * ops.eps(values) * max(top, 1e-300)).all()):
-                raise InferenceError(
-                    f"{what}: the curvature block of {name} is not positive definite (smallest eigenvalue "
-                    f"{float(values.min()):.3g}, largest {top:.3g}): its prior adds no curvature where the data add "
-                    "none. Give its weights a proper prior.")
-            self._eig.append(eig)
+        self._factors = [_Dense(B, delta, name, what) if A is None else _Factored(B, A, delta, name, what)
+                         for name, _, B, A, delta in blocks]
 
     def _blockwise(self, v, fn):
         out = torch.zeros_like(v)
-        for (_, index, *_), eig in zip(self.blocks, self._eig):
-            out[..., index] = fn(v[..., index], eig)
+        for (_, index, *_), block in zip(self.blocks, self._factors):
+            out[..., index] = fn(block, v[..., index])
         return out
 
-    @staticmethod
-    def _rotate(x, eig, scale):
-        values, Qb, Qa = eig
-        if Qa is None:
-            return ((x @ Qb) * scale(values)) @ Qb.T
-        X = x.reshape(*x.shape[:-1], Qb.shape[0], Qa.shape[0])
-        Y = Qb.T @ X @ Qa * scale(values)
-        return (Qb @ Y @ Qa.T).reshape(x.shape)
-
     def logdet_precision(self):
-        return sum(eig[0].log().sum() for eig in self._eig)
+        return sum(block.logdet() for block in self._factors)
 
     def solve(self, v):
-        return self._blockwise(v, lambda x, eig: self._rotate(x, eig, lambda val: 1 / val))
+        return self._blockwise(v, lambda block, x: block.solve(x))
+
+    def quadratic(self, v):
+        return sum(block.quadratic(v[..., index]) for (_, index, *_), block in zip(self.blocks, self._factors))
 
     def sample(self, eps):
-        return self._blockwise(eps, lambda x, eig: self._rotate(x, eig, lambda val: val.rsqrt()))
+        return self._blockwise(eps, lambda block, x: block.sample(x))
 
     def variance(self):
-        out = self.ops.zeros((self.dim,), self._eig[0][0])
-        for (_, index, *_), (values, Qb, Qa) in zip(self.blocks, self._eig):
-            out[index] = (Qb**2 @ (1 / values)) if Qa is None else ((Qb**2) @ (1 / values) @ (Qa**2).T).reshape(-1)
+        ref = self.blocks[0][2]
+        out = self.ops.zeros((self.dim,), ref)
+        for (_, index, *_), block in zip(self.blocks, self._factors):
+            out[index] = block.variance()
         return out
 
     def covariance(self):
-        check_dense_size(self.dim, 1, self._eig[0][0].element_size(), "the Kronecker Laplace's covariance")
-        return self.solve(self.ops.eye(self.dim, self._eig[0][0]))
+        ref = self.blocks[0][2]
+        check_dense_size(self.dim, 1, ref.element_size(), "the Kronecker Laplace's covariance")
+        return self.solve(self.ops.eye(self.dim, ref))
 
     def index(self, i) -> Kronecker:
         return self
@@ -128,3 +109,84 @@ class Kronecker(Structure):
     def precision_form(self):
         return {name: (B, A, delta) for name, _, B, A, delta in self.blocks}
 
+
+def _not_positive_definite(values: torch.Tensor, name: str, what: str) -> InferenceError:
+    return InferenceError(
+        f"{what}: the curvature block of {name} is not positive definite (smallest eigenvalue "
+        f"{float(values.min()):.3g}, largest {float(values.abs().max()):.3g}): its prior adds no curvature where the "
+        "data add none. Give its weights a proper prior.")
+
+
+def _tolerance(n: int, top: float, dtype) -> float:
+    """The smallest eigenvalue (or Cholesky pivot squared) a block of size ``n`` and scale ``top`` must exceed."""
+    return 10 * n * torch.finfo(dtype).eps * max(top, 1e-300)
+
+
+class _Dense:
+    r"""A dense block :math:`P = B + \mathrm{diag}(\delta)`, :math:`P = LL^\top`."""
+
+    def __init__(self, B, delta, name: str, what: str):
+        P = B + torch.diag(delta) if torch.is_tensor(delta) and delta.dim() else B + delta * torch.eye(
+            B.shape[-1], dtype=B.dtype, device=B.device)
+        L, info = torch.linalg.cholesky_ex(P)
+        pivots = torch.diagonal(L) ** 2
+        if int(info) != 0 or not bool((pivots > _tolerance(len(P), float(P.diagonal().abs().max()), P.dtype)).all()):
+            raise _not_positive_definite(torch.linalg.eigvalsh(P), name, what)
+        self.L = L
+
+    def logdet(self):
+        return 2 * torch.diagonal(self.L).log().sum()
+
+    def _whiten(self, x):  # L^{-1} x over the last axis
+        flat = x.reshape(-1, x.shape[-1]).T
+        return torch.linalg.solve_triangular(self.L, flat, upper=False).T.reshape(x.shape)
+
+    def solve(self, x):
+        flat = x.reshape(-1, x.shape[-1]).T
+        return torch.cholesky_solve(flat, self.L).T.reshape(x.shape)
+
+    def quadratic(self, x):
+        return (self._whiten(x) ** 2).sum(-1)
+
+    def sample(self, x):  # L^{-T} x: covariance (L L^T)^{-1}
+        flat = x.reshape(-1, x.shape[-1]).T
+        return torch.linalg.solve_triangular(self.L.T, flat, upper=True).T.reshape(x.shape)
+
+    def variance(self):
+        inv = torch.linalg.solve_triangular(self.L, torch.eye(len(self.L), dtype=self.L.dtype, device=self.L.device),
+                                            upper=False)
+        return (inv**2).sum(0)
+
+
+class _Factored:
+    r"""A Kronecker-factored block :math:`B \otimes A + \delta I`, by the eigendecompositions of its factors (PSD:
+    round-off below 0 clipped)."""
+
+    def __init__(self, B, A, delta: float, name: str, what: str):
+        (lb, self.Qb), (la, self.Qa) = torch.linalg.eigh(B), torch.linalg.eigh(A)
+        self.values = lb.clamp_min(0)[:, None] * la.clamp_min(0)[None, :] + delta
+        if not bool((self.values > _tolerance(self.values.numel(), float(self.values.abs().max()),
+                                              self.values.dtype)).all()):
+            raise _not_positive_definite(self.values, name, what)
+
+    def logdet(self):
+        return self.values.log().sum()
+
+    def _rotated(self, x):  # Q_B^T X Q_A, with X the (out, in) matrix of each vector x
+        X = x.reshape(*x.shape[:-1], *self.values.shape)
+        return self.Qb.T @ X @ self.Qa
+
+    def _back(self, Y, shape):
+        return (self.Qb @ Y @ self.Qa.T).reshape(shape)
+
+    def solve(self, x):
+        return self._back(self._rotated(x) / self.values, x.shape)
+
+    def quadratic(self, x):
+        return (self._rotated(x) ** 2 / self.values).flatten(-2).sum(-1)
+
+    def sample(self, x):
+        return self._back(self._rotated(x) * self.values.rsqrt(), x.shape)
+
+    def variance(self):
+        return ((self.Qb**2) @ (1 / self.values) @ (self.Qa**2).T).reshape(-1)

@@ -91,7 +91,7 @@ def stationarity(potential, approximation, seed: int, draws: int = 400) -> tuple
     u = approximation.loc + approximation.structure.sample(eps)
     _, g = potential.value_and_grad(True)(u)
     g_bar = ops.sum(g, 0) / draws
-    decrement = float(ops.to_numpy(ops.sum(g_bar * approximation.structure.solve(g_bar)))) ** 0.5
+    decrement = float(ops.to_numpy(approximation.structure.quadratic(g_bar))) ** 0.5
     return decrement, (potential.dim / draws) ** 0.5
 
 

@@ -649,6 +649,21 @@ def test_factored_structures_are_consistent_gaussians(float64, hessian):
     torch.testing.assert_close(root @ root.T, cov, rtol=1e-9, atol=1e-12)
     v = torch.randn(3, cov.shape[0], dtype=torch.float64)
     torch.testing.assert_close(s.solve(v), v @ cov, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(s.quadratic(v), ((v @ cov) * v).sum(-1), rtol=1e-9, atol=1e-12)
+
+
+def test_a_kronecker_block_without_curvature_is_refused_by_name(float64):
+    """A factored or dense block that is singular (no data curvature, no prior) is an InferenceError naming it."""
+    from pyebm.inference.factored import Kronecker
+    from pyebm.ops import TORCH
+
+    eye, zero = torch.eye(2, dtype=torch.float64), torch.zeros(2, 2, dtype=torch.float64)
+    index = torch.arange(4), torch.arange(4, 6)
+    Kronecker([("w", index[0], eye, eye, 0.0), ("b", index[1], eye, None, 0.5)], 6, TORCH)  # positive definite
+    for blocks, name in [([("w", index[0], eye, zero, 0.0)], "w"), ([("b", index[1], zero, None, 0.0)], "b"),
+                         ([("b", index[1], torch.ones(2, 2, dtype=torch.float64), None, 0.0)], "b")]:
+        with pytest.raises(pyebm.InferenceError, match=f"curvature block of {name} is not positive definite"):
+            Kronecker(blocks, 6, TORCH)
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
