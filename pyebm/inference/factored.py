@@ -63,14 +63,16 @@ class Kronecker(Structure):
     A factored block is eigendecomposed once: :math:`B \otimes A + \delta I = (Q_B \otimes Q_A)(\Lambda_B \otimes
     \Lambda_A + \delta)(Q_B \otimes Q_A)^\top`, so the log-determinant, solves, draws and marginal variances cost
     :math:`O(\mathrm{out}^3 + \mathrm{in}^3 + \mathrm{out}\cdot\mathrm{in}\cdot(\mathrm{out}+\mathrm{in}))` per layer
-    and no ``D x D`` matrix is built; a dense block is Cholesky factored. ``blocks``: a list of ``(name, index, B, A,
+    and no ``D x D`` matrix is built; a dense block, and a factored one with a ``1 x 1`` factor (no larger than its
+    other factor), is Cholesky factored. ``blocks``: a list of ``(name, index, B, A,
     delta)`` (``A`` None for a dense block ``B``, ``delta`` a number or, for a dense block, a vector), ``index`` the
     block's coordinates in ``u``.
     """
 
     def __init__(self, blocks: list, dim: int, ops: ArrayOps, what: str = "Laplace"):
         self.blocks, self.dim, self.ops = blocks, dim, ops
-        self._factors = [_Dense(B, delta, name, what) if A is None else _Factored(B, A, delta, name, what)
+        self._factors = [_Factored(B, A, delta, name, what) if A is not None and min(len(B), len(A)) > 1 else
+                         _Dense(B if A is None else torch.kron(B, A), delta, name, what)  # a factor 1 x 1: dense
                          for name, _, B, A, delta in blocks]
 
     def _blockwise(self, v, fn):

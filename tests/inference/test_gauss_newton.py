@@ -223,14 +223,16 @@ def test_a_post_hoc_ggn_reads_the_run_that_builds_its_potential(float64):
 
 
 # --- structures of the GGN: diagonal, K-FAC, low rank -----------------------------------------------------------
-def _mlp_adaptation(n, kind="cross_entropy", prior_scale=0.7):
-    """A 3-5-2 tanh network (float64) adapted post-hoc on n examples: a function hessian -> Laplace posterior."""
+def _mlp_adaptation(n, kind="cross_entropy", prior_scale=0.7, outputs=2):
+    """A 3-5-2 tanh network (float64; 3-5-1 with ``outputs=1`` and a squared energy) adapted post-hoc on n examples:
+    a function hessian -> Laplace posterior."""
     from pyebm import ttt
 
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2)).double()
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, outputs)).double()
     x = torch.randn(n, 3, dtype=torch.float64)
-    y = torch.randint(0, 2, (n,)) if kind == "cross_entropy" else torch.randn(n, 2, dtype=torch.float64)
+    y = torch.randint(0, 2, (n,)) if kind == "cross_entropy" else torch.randn(n, outputs, dtype=torch.float64)
+    y = y[:, 0] if outputs == 1 else y
     trained = {k: v.detach() for k, v in net.named_parameters()}
 
     def fit(hessian="ggn", **options):
@@ -635,11 +637,12 @@ def test_low_rank_ggn(float64):
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
-@pytest.mark.parametrize("hessian", ["kron", "lowrank"])
-def test_factored_structures_are_consistent_gaussians(float64, hessian):
+@pytest.mark.parametrize("hessian,outputs", [("kron", 2), ("kron", 1), ("lowrank", 2)])
+def test_factored_structures_are_consistent_gaussians(float64, hessian, outputs):
     """The factored structures' log-determinant, solves, marginal variances and draws all describe one Gaussian: that
-    of the dense matrix they stand for (built here on request)."""
-    _, _, _, fit = _mlp_adaptation(8)
+    of the dense matrix they stand for (built here on request). One output: the last layer's Kronecker block has a
+    1 x 1 factor (Cholesky factored)."""
+    _, _, _, fit = _mlp_adaptation(8, "cross_entropy" if outputs == 2 else "squared", outputs=outputs)
     s = fit(hessian, **({"rank": 4} if hessian == "lowrank" else {})).approximation.structure
     cov = s.covariance()
     eye = torch.eye(cov.shape[0], dtype=torch.float64)
