@@ -717,13 +717,14 @@ def test_prior_curvature_in_closed_form_or_by_autograd_is_the_exact_hessians(flo
     y = x @ torch.linspace(-1, 1, 6, dtype=torch.float64)
     at = {"a": torch.tensor(0.2), "b": torch.tensor([0.1, -0.3]), "c": torch.tensor(0.4), "d": torch.zeros(3)}
     seen = {}
-    closed_form = gn._normal_prior_curvature
+    closed_form = gn._fixed_normal_prior
 
     def spy(node):
-        seen[node["name"]] = closed_form(node)
-        return seen[node["name"]]
+        prior = closed_form(node)
+        seen[node["name"]] = None if prior is None else prior.curvature
+        return prior
 
-    monkeypatch.setattr(gn, "_normal_prior_curvature", spy)
+    monkeypatch.setattr(gn, "_fixed_normal_prior", spy)
     ggn = pyebm.infer(model, x, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
     assert seen["c"] is None and seen.get("d") is None  # a learnable scale, a mask over elements: autograd
     torch.testing.assert_close(seen["b"], torch.full((2,), 3.0 / 0.49, dtype=torch.float64))
