@@ -128,31 +128,24 @@ class _Dense:
     r"""A dense block :math:`P = B + \mathrm{diag}(\delta)`, :math:`P = LL^\top`."""
 
     def __init__(self, B, delta, name: str, what: str):
-        P = B + torch.diag(delta) if torch.is_tensor(delta) and delta.dim() else B + delta * torch.eye(
-            B.shape[-1], dtype=B.dtype, device=B.device)
+        P = B.clone()
+        P.diagonal().add_(delta)
         L, info = torch.linalg.cholesky_ex(P)
-        pivots = torch.diagonal(L) ** 2
-        if int(info) != 0 or not bool((pivots > _tolerance(len(P), float(P.diagonal().abs().max()), P.dtype)).all()):
+        if int(info) != 0 or float(L.diagonal().min()) ** 2 <= _tolerance(len(P), float(P.diagonal().max()), P.dtype):
             raise _not_positive_definite(torch.linalg.eigvalsh(P), name, what)
         self.L = L
 
     def logdet(self):
         return 2 * torch.diagonal(self.L).log().sum()
 
-    def _whiten(self, x):  # L^{-1} x over the last axis
-        flat = x.reshape(-1, x.shape[-1]).T
-        return torch.linalg.solve_triangular(self.L, flat, upper=False).T.reshape(x.shape)
-
     def solve(self, x):
-        flat = x.reshape(-1, x.shape[-1]).T
-        return torch.cholesky_solve(flat, self.L).T.reshape(x.shape)
+        return torch.cholesky_solve(x[..., None], self.L)[..., 0]
 
     def quadratic(self, x):
-        return (self._whiten(x) ** 2).sum(-1)
+        return (torch.linalg.solve_triangular(self.L, x[..., None], upper=False) ** 2).sum((-2, -1))
 
     def sample(self, x):  # L^{-T} x: covariance (L L^T)^{-1}
-        flat = x.reshape(-1, x.shape[-1]).T
-        return torch.linalg.solve_triangular(self.L.T, flat, upper=True).T.reshape(x.shape)
+        return torch.linalg.solve_triangular(self.L.mT, x[..., None], upper=True)[..., 0]
 
     def variance(self):
         inv = torch.linalg.solve_triangular(self.L, torch.eye(len(self.L), dtype=self.L.dtype, device=self.L.device),

@@ -139,11 +139,15 @@ class LayerRecorder:
 
 def _coordinates(potential, v: torch.Tensor) -> dict[str, torch.Tensor | None]:
     """Each site's coordinates in ``v`` (None where some of its elements are held: it cannot be a K-FAC block)."""
-    full_to_v = torch.full((sum(s.numel for s in potential.sites),), -1, dtype=torch.long)
     index = getattr(potential, "index", None)
-    free = torch.arange(full_to_v.numel()) if index is None else torch.as_tensor(index)
-    full_to_v[free] = torch.arange(len(free))
     out, start = {}, 0
+    if index is None:  # every coordinate free: the sites' segments in order
+        for s in potential.sites:
+            out[s.name] = torch.arange(start, start + s.numel, device=v.device)
+            start += s.numel
+        return out
+    full_to_v = torch.full((sum(s.numel for s in potential.sites),), -1, dtype=torch.long)
+    full_to_v[torch.as_tensor(index)] = torch.arange(len(index))
     for s in potential.sites:
         idx = full_to_v[start : start + s.numel]
         start += s.numel
@@ -374,8 +378,8 @@ def layer_rows(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots
 
 def _isotropic(prior: torch.Tensor, idx: torch.Tensor, name: str, what: str) -> float:
     """The prior's curvature over one parameter, which must be one number (an isotropic prior)."""
-    d = prior[idx]
-    lo, hi = float(d.min()), float(d.max())
+    lo, hi = torch.aminmax(prior[idx])
+    lo, hi = float(lo), float(hi)
     if hi - lo > 1e-8 * max(abs(hi), abs(lo), 1e-300):
         raise ValueError(f"{what}: hessian='kron' adds the prior's curvature to each weight's Kronecker factors "
                          f"exactly only where it is one number per parameter; {name!r} has {lo:.4g} to {hi:.4g}. Give "

@@ -191,9 +191,10 @@ def _stationarity(structure, grad, energy: float) -> dict:
     :math:`\sqrt{g^\top H^{-1} g}` (the curvature's own structure), with a warning above :data:`AT_TOLERANCE`. The
     evidence of a Gaussian fitted off the mode is low by about half its square (nats)."""
     distance = float(np.sqrt(max(float(to_numpy(structure.quadratic(grad))), 0.0)))
+    largest = float(np.abs(to_numpy(grad)).max())
     if distance > AT_TOLERANCE:
-        warn(f"Laplace(at=...): the point is {distance:.3g} posterior sds from stationary (gradient "
-             f"{float(np.abs(to_numpy(grad)).max()):.3g}): the Gaussian is not centred at a mode, and the evidence is "
-             f"off by about {0.5 * distance**2:.3g} nats. Train to convergence, or drop at= to optimise from there.")
+        warn(f"Laplace(at=...): the point is {distance:.3g} posterior sds from stationary (gradient {largest:.3g}): "
+             f"the Gaussian is not centred at a mode, and the evidence is off by about {0.5 * distance**2:.3g} nats. "
+             "Train to convergence, or drop at= to optimise from there.")
     return {"converged": distance <= AT_TOLERANCE, "status": "given point", "iterations": 0, "evaluations": 1,
-            "energy": energy, "grad_norm": float(np.abs(to_numpy(grad)).max()), "distance": distance}
+            "energy": energy, "grad_norm": largest, "distance": distance}

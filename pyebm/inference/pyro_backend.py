@@ -309,6 +309,9 @@ def _unmasked(sites: list[Site], trace) -> np.ndarray:
     for s in sites:
         node = trace.nodes[s.name]
         mask, batch = node["mask"], tuple(node["fn"].batch_shape)
+        if mask is None:
+            free.append(np.ones(s.numel, dtype=bool))
+            continue
         keep = torch.ones(s.unconstrained_shape, dtype=torch.bool)
         if mask is False:
             keep[...] = False
