@@ -157,7 +157,8 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
                 continue
             prior = _fixed_normal_prior(node) if coords.get(name) is not None else None
             if prior is not None:
-                known[coords[name]] = prior.curvature.reshape(-1)
+                known[coords[name]] = prior.curvature if isinstance(prior.curvature, float) else \
+                    prior.curvature.reshape(-1)
                 if value:
                     elsewhere = elsewhere + prior.energy(node["value"])
             elif value or name not in parts:
@@ -200,16 +201,19 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
 
 
 class _FixedNormal(NamedTuple):
-    """A latent site's prior that is a Normal with fixed location and scale: its curvature elementwise in the site's
-    shape (its weight over the variance), its location, and the log of its normaliser summed over the elements."""
+    """A latent site's prior that is a Normal with fixed location and scale: its curvature (its weight over the
+    variance: one number where the scale is one number broadcast, else elementwise in the site's shape), its
+    location, and the log of its normaliser summed over the elements."""
 
-    curvature: torch.Tensor
+    curvature: float | torch.Tensor
     loc: torch.Tensor
-    log_normaliser: torch.Tensor
+    log_normaliser: float | torch.Tensor
 
     def energy(self, value: torch.Tensor) -> torch.Tensor:
         r"""The prior's :math:`-w\log p(\text{value})`, summed (the log-density written out: a third of the
         distribution's own cost)."""
+        if isinstance(self.curvature, float):
+            return 0.5 * self.curvature * ((value - self.loc) ** 2).sum() + self.log_normaliser
         return 0.5 * (self.curvature * (value - self.loc) ** 2).sum() + self.log_normaliser
 
 
@@ -225,10 +229,14 @@ def _fixed_normal_prior(node) -> _FixedNormal | None:
     if (not isinstance(fn, Normal) or type(fn).log_prob is not Normal.log_prob or fn.loc.requires_grad
             or fn.scale.requires_grad or (torch.is_tensor(w) and (w.requires_grad or w.dim() > 0))):
         return None  # (a mask over elements is left to autograd: its shape need not be the value's)
-    value, w = node["value"], float(w)
-    scale = torch.broadcast_to(fn.scale, value.shape).to(value.dtype)
-    return _FixedNormal(w / scale**2, fn.loc.to(value.dtype),
-                        w * (scale.log().sum() + 0.5 * value.numel() * math.log(2 * math.pi)))
+    value, w, scale = node["value"], float(w), fn.scale
+    loc, half_log_2pi = fn.loc.to(value.dtype), 0.5 * math.log(2 * math.pi)
+    if not any(scale.stride()) and scale.numel() and tuple(torch.broadcast_shapes(scale.shape, value.shape)) == tuple(
+            value.shape):  # one number (a broadcast scalar): no tensor of it
+        one = float(scale[(0,) * scale.dim()])
+        return _FixedNormal(w / one**2, loc, w * value.numel() * (math.log(one) + half_log_2pi))
+    scale = torch.broadcast_to(scale, value.shape).to(value.dtype)
+    return _FixedNormal(w / scale**2, loc, w * (scale.log().sum() + value.numel() * half_log_2pi))
 
 
 def _unit_products(g: torch.Tensor, v: torch.Tensor):

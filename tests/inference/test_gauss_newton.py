@@ -697,9 +697,9 @@ def test_evidence_tunes_the_prior_in_every_ggn_structure(float64, structure):
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_prior_curvature_in_closed_form_or_by_autograd_is_the_exact_hessians(float64, monkeypatch):
-    """Fixed Normal priors (scaled too) take their curvature in closed form, w / sigma^2; a scale that is a learnable
-    parameter, another latent's function or a mask over elements goes through autograd. Linear in the latents, the
-    GGN is the exact Hessian either way."""
+    """Fixed Normal priors (scaled too, one scale or one per element) take their curvature and energy in closed form,
+    w / sigma^2; a scale that is a learnable parameter, another latent's function or a mask over elements goes through
+    autograd. Linear in the latents, the GGN is the exact Hessian either way, and the evidence agrees."""
     from pyebm.inference import gauss_newton as gn
 
     def model(x, y):
@@ -710,12 +710,14 @@ def test_prior_curvature_in_closed_form_or_by_autograd_is_the_exact_hessians(flo
         c = pyro.sample("c", dist.Normal(0.0, s))
         with pyro.poutine.mask(mask=torch.tensor([True, True, False])):
             d = pyro.sample("d", dist.Normal(torch.zeros(3), 0.5))
+        e = pyro.sample("e", dist.Normal(torch.tensor([0.1, 0.0]), torch.tensor([0.5, 2.0])).to_event(1))
         with pyro.plate("data", len(x)):
-            pyro.sample("y", dist.Normal(x @ torch.cat([a[None], b, c[None], d[:2]]), 0.3), obs=y)
+            pyro.sample("y", dist.Normal(x @ torch.cat([a[None], b, c[None], d[:2], e]), 0.3), obs=y)
 
-    x = torch.randn(30, 6, generator=G, dtype=torch.float64)
-    y = x @ torch.linspace(-1, 1, 6, dtype=torch.float64)
-    at = {"a": torch.tensor(0.2), "b": torch.tensor([0.1, -0.3]), "c": torch.tensor(0.4), "d": torch.zeros(3)}
+    x = torch.randn(30, 8, generator=G, dtype=torch.float64)
+    y = x @ torch.linspace(-1, 1, 8, dtype=torch.float64)
+    at = {"a": torch.tensor(0.2), "b": torch.tensor([0.1, -0.3]), "c": torch.tensor(0.4), "d": torch.zeros(3),
+          "e": torch.tensor([0.3, -0.2])}
     seen = {}
     closed_form = gn._fixed_normal_prior
 
@@ -727,7 +729,8 @@ def test_prior_curvature_in_closed_form_or_by_autograd_is_the_exact_hessians(flo
     monkeypatch.setattr(gn, "_fixed_normal_prior", spy)
     ggn = pyebm.infer(model, x, y, method=pyebm.Laplace(at=at, hessian="ggn"), progress=False)
     assert seen["c"] is None and seen.get("d") is None  # a learnable scale, a mask over elements: autograd
-    torch.testing.assert_close(seen["b"], torch.full((2,), 3.0 / 0.49, dtype=torch.float64))
+    assert seen["b"] == pytest.approx(3.0 / 0.49) and seen["a"] == pytest.approx(1 / 4.0)  # one number each
+    torch.testing.assert_close(seen["e"], torch.tensor([4.0, 0.25], dtype=torch.float64))  # one per element
     exact = pyebm.infer(model, x, y, method=pyebm.Laplace(at=at), progress=False)
     torch.testing.assert_close(ggn.diagnostics["hessian"], exact.diagnostics["hessian"], rtol=1e-10, atol=1e-10)
     assert ggn.log_evidence == pytest.approx(exact.log_evidence, abs=1e-9)
