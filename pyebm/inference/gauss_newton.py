@@ -231,8 +231,7 @@ def _fixed_normal_prior(node) -> _FixedNormal | None:
         return None  # (a mask over elements is left to autograd: its shape need not be the value's)
     value, w, scale = node["value"], float(w), fn.scale
     loc, half_log_2pi = fn.loc.to(value.dtype), 0.5 * math.log(2 * math.pi)
-    if not any(scale.stride()) and scale.numel() and tuple(torch.broadcast_shapes(scale.shape, value.shape)) == tuple(
-            value.shape):  # one number (a broadcast scalar): no tensor of it
+    if scale.numel() and not any(scale.stride()):  # one number (a scalar, or one broadcast): no tensor of it
         one = float(scale[(0,) * scale.dim()])
         return _FixedNormal(w / one**2, loc, w * value.numel() * (math.log(one) + half_log_2pi))
     scale = torch.broadcast_to(scale, value.shape).to(value.dtype)
