@@ -71,9 +71,11 @@ class Kronecker(Structure):
 
     def __init__(self, blocks: list, dim: int, ops: ArrayOps, what: str = "Laplace"):
         self.blocks, self.dim, self.ops = blocks, dim, ops
-        self._factors = [_Factored(B, A, delta, name, what) if A is not None and min(len(B), len(A)) > 1 else
-                         _Dense(B if A is None else torch.kron(B, A), delta, name, what)  # a factor 1 x 1: dense
-                         for name, _, B, A, delta in blocks]
+        factored = [A is not None and min(len(B), len(A)) > 1 for _, _, B, A, _ in blocks]  # else dense (a 1x1 factor)
+        dense = _cholesky([(name, B if A is None else torch.kron(B, A), delta)
+                           for (name, _, B, A, delta), f in zip(blocks, factored) if not f], what)
+        self._factors = [_Factored(B, A, delta, name, what) if f else _Dense(next(dense))
+                         for (name, _, B, A, delta), f in zip(blocks, factored)]
 
     def _blockwise(self, v, fn):
         out = torch.zeros_like(v)
@@ -124,15 +126,32 @@ def _tolerance(n: int, top: float, dtype) -> float:
     return 10 * n * torch.finfo(dtype).eps * max(top, 1e-300)
 
 
-class _Dense:
-    r"""A dense block :math:`P = B + \mathrm{diag}(\delta)`, :math:`P = LL^\top`."""
-
-    def __init__(self, B, delta, name: str, what: str):
-        P = B.clone()
-        P.diagonal().add_(delta)
+def _cholesky(blocks: list, what: str):
+    """The Cholesky factors of the dense blocks ``B + diag(delta)`` (``blocks``: ``(name, B, delta)``), in order; those
+    of one size in one batched call. A block that is not positive definite (a failed or a vanishing pivot) raises,
+    named."""
+    out, by_size = [None] * len(blocks), {}
+    for i, (_, B, _) in enumerate(blocks):
+        by_size.setdefault(len(B), []).append(i)
+    for n, idx in by_size.items():
+        P = torch.stack([blocks[i][1] for i in idx])
+        for k, i in enumerate(idx):
+            P[k].diagonal().add_(blocks[i][2])
         L, info = torch.linalg.cholesky_ex(P)
-        if int(info) != 0 or float(L.diagonal().min()) ** 2 <= _tolerance(len(P), float(P.diagonal().max()), P.dtype):
-            raise _not_positive_definite(torch.linalg.eigvalsh(P), name, what)
+        top = P.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
+        bad = (info != 0) | (L.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= _tolerance(n, 1.0, P.dtype) * top)
+        if bool(bad.any()):
+            k = int(bad.nonzero()[0, 0])
+            raise _not_positive_definite(torch.linalg.eigvalsh(P[k]), blocks[idx[k]][0], what)
+        for k, i in enumerate(idx):
+            out[i] = L[k]
+    return iter(out)
+
+
+class _Dense:
+    r"""A dense block :math:`P = B + \mathrm{diag}(\delta) = LL^\top`, by its Cholesky factor ``L``."""
+
+    def __init__(self, L):
         self.L = L
 
     def logdet(self):
