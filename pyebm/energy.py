@@ -12,6 +12,7 @@ builds a whole model from an energy and a dict of site shapes.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from numbers import Real
@@ -213,7 +214,7 @@ def energy_factor(name: str, energy: torch.Tensor, beta: float = 1.0, *, normali
     if problem:
         raise ValueError(problem)
     # a non-finite energy is zero density (no branch on its value: the factor runs under torch.func.vmap too)
-    energy = torch.where(torch.isfinite(energy), energy, torch.full_like(energy, float("inf")))
+    energy = torch.nan_to_num(energy, nan=math.inf, posinf=math.inf, neginf=math.inf)
     unit = dist.Unit(-beta * energy)
     pyro.sample(
         name,

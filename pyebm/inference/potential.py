@@ -112,11 +112,12 @@ class Potential:
 
     def constrain(self, u) -> dict:
         """Site values (constrained) of ``u`` of shape ``(*batch, D)``."""
-        return {s.name: s.transform(v) for s, v in zip(self.sites, self.unpack(u).values())}
+        return {s.name: v if s.on_reals else s.transform(v) for s, v in zip(self.sites, self.unpack(u).values())}
 
     def unconstrain(self, values: dict, batch: tuple = ()):
         """``u`` for constrained site values (leading ``batch`` dimensions)."""
-        return self.pack({s.name: s.transform.inv(values[s.name]) for s in self.sites}, batch)
+        return self.pack({s.name: values[s.name] if s.on_reals else s.transform.inv(values[s.name]) for s in self.sites},
+                         batch)
 
     def log_abs_det_jacobian(self, u):
         r""":math:`\log|\det \partial T/\partial u|` per row of ``u`` (shape ``(B, D)``)."""

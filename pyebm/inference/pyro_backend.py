@@ -189,7 +189,8 @@ def _given_point(model, args, kwargs, init: dict, what: str, graph: bool = False
     sites = [_site(k, n, biject_to(n["fn"].support)) for k, n in latent.items()]
     free = _unmasked(sites, trace)
     checked = graph and _graph_layout(sites, list(values), bool(free.all()))
-    u0 = torch.cat([s.transform.inv(values[s.name]).detach().reshape(-1) for s in sites])
+    u0 = torch.cat([(values[s.name] if s.on_reals else s.transform.inv(values[s.name])).detach().reshape(-1)
+                    for s in sites])
     with torch.no_grad(), pyro.validation_enabled(False):
         finite = bool(torch.isfinite(u0).all()) and (checked or bool(torch.isfinite(trace.log_prob_sum())))
     if not finite:
@@ -240,7 +241,7 @@ def nonfinite_point(model, args, kwargs, values: dict, what: str) -> ValueError:
 def conditioned_trace(model, args, kwargs, sites: list[Site], unconstrained: dict):
     """The model's trace with its latent ``sites`` conditioned on the constrained values of ``unconstrained`` (argument
     checks off, hidden from outer handlers), and those constrained values."""
-    values = {s.name: s.transform(unconstrained[s.name]) for s in sites}
+    values = {s.name: unconstrained[s.name] if s.on_reals else s.transform(unconstrained[s.name]) for s in sites}
     with pyro.validation_enabled(False), poutine.block():
         return poutine.trace(poutine.condition(model, values)).get_trace(*args, **kwargs), values
 
@@ -330,8 +331,9 @@ def _refused(message: str):
 
 
 def _site(name: str, node: dict, transform) -> Site:
-    value = node["value"].detach()
-    return Site(name, tuple(value.shape), tuple(transform.inv(value).shape), transform, _on_reals(transform))
+    value, on_reals = node["value"].detach(), _on_reals(transform)
+    return Site(name, tuple(value.shape), tuple((value if on_reals else transform.inv(value)).shape), transform,
+                on_reals)
 
 
 def _unpack(sites: list[Site], u: torch.Tensor) -> list[torch.Tensor]:
@@ -400,7 +402,7 @@ def energy_potential(direct, kwargs: dict, init) -> Potential:
 
     def terms(us: dict, batch: tuple, jacobian: bool) -> torch.Tensor:
         """The potential at unconstrained site values ``us`` with leading ``batch`` dimensions (one point: ())."""
-        x = {s.name: s.transform(us[s.name]) for s in sites}
+        x = {s.name: us[s.name] if s.on_reals else s.transform(us[s.name]) for s in sites}
         e = direct(x, **kwargs)
         check_energy(e, name="energy", expected_shape=batch, finite=False)
         total = e
