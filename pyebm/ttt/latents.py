@@ -55,10 +55,13 @@ class Functional:
         self.fixed = {n: p.detach() for n, p in net.named_parameters() if n not in latents}
         self.fixed.update({n: b.detach().clone() for n, b in net.named_buffers()})
         self.dim = sum(v.numel() for v in latents.values())
+        tensors = [*net.named_parameters(remove_duplicate=False), *net.named_buffers(remove_duplicate=False)]
+        # tied weights (one tensor under two names) take functional_call's untying; else it is a no-op, and skipped
+        self.tied = len({id(t) for _, t in tensors}) < len(tensors)
 
     def __call__(self, values: dict[str, torch.Tensor], inputs) -> torch.Tensor:
         args = inputs if isinstance(inputs, tuple) else (inputs,)
-        return functional_call(self.net, {**self.fixed, **values}, args)
+        return functional_call(self.net, {**self.fixed, **values}, args, tie_weights=self.tied)
 
     # the layout a Gaussian approximation needs: every latent lives on the reals
     @property

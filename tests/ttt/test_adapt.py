@@ -150,6 +150,22 @@ def test_batchnorm_in_training_mode_uses_batch_statistics_and_stays_untouched(fl
     assert net.training
 
 
+def test_a_tied_weight_takes_its_value_everywhere_it_is_used(float64):
+    """One parameter registered under two names (tied weights): the network as a function of it uses the value in both
+    places, as torch.func.functional_call ties them; an untied network skips that step and gives the same."""
+    from pyebm.ttt.latents import Functional
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3, bias=False), torch.nn.Tanh(), torch.nn.Linear(3, 3, bias=False))
+    net = net.double()
+    x, w = torch.randn(4, 3, dtype=torch.float64), torch.randn(3, 3, dtype=torch.float64)
+    untied = Functional(net, {"0.weight": net[0].weight.detach()})
+    net[2].weight = net[0].weight
+    tied = Functional(net, {"0.weight": net[0].weight.detach()})
+    assert tied.tied and not untied.tied
+    torch.testing.assert_close(tied({"0.weight": w}, x), torch.tanh(x @ w.T) @ w.T)
+
+
 def test_augmented_energy_averages_over_the_views(float64):
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
