@@ -217,25 +217,31 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
         tol = 1e3 * torch.finfo(v.dtype).eps * direct.abs().max().clamp_min(torch.finfo(v.dtype).tiny)
         through = bool(((direct - assembled).abs() <= tol).all())
     independent = testable
-    if testable:  # a second pass with a random sign per example; each example's rows compared by a random projection
+    if testable:  # a second pass with a random sign per example; each example's rows compared (kept ones in full,
+        # else by a random projection, not to hold them during the pass)
         gen = torch.Generator(device=v.device).manual_seed(0)
         sign = torch.randint(0, 2, (n,), generator=gen, device=v.device).to(v.dtype) * 2 - 1
-        kept = [(i, _project(g.detach(), gen)) for i, g in enumerate(grads[:-1]) if g is not None]
+        kept = [(i, _project(g.detach(), None if keep else gen)) for i, g in enumerate(grads[:-1]) if g is not None]
         del grads
         flipped = torch.autograd.grad(roots.eta, [outputs[i] for i, _ in kept], grad_outputs=roots.signed(sign),
                                       retain_graph=True, allow_unused=True)
         eps = 64 * torch.finfo(v.dtype).eps
-        agree = [((g.detach().reshape(n, -1) @ r if g is not None else torch.zeros_like(before)) - sign * before).abs()
-                 .max() <= eps * bound for (_, (r, before, bound)), g in zip(kept, flipped)]
+        agree = [(_project(g.detach(), r)[1] if g is not None else torch.zeros_like(before)).sub_(
+            sign.reshape((n,) + (1,) * (before.dim() - 1)) * before).abs().max() <= eps * bound
+            for (_, (r, before, bound)), g in zip(kept, flipped)]
         independent = bool(torch.stack(agree).all()) if agree else True
     return (n if independent else 0), on_graph, through, first
 
 
-def _project(g: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each example's pullback rows ``g`` (``(N, ...)``) projected on one random direction: the direction, the ``(N,)``
-    projections and a bound on their size (what a flipped pass is compared by, without holding ``g``)."""
+def _project(g: torch.Tensor, direction) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Each example's pullback rows ``g`` (``(N, ...)``) projected on one direction (``direction``: a vector, or a
+    generator to draw a random one from; None keeps the rows whole): the direction, the ``(N,)`` projections (or the
+    rows) and a bound on their size (what a flipped pass is compared by, without holding ``g``)."""
     flat = g.reshape(g.shape[0], -1)
-    r = torch.randn(flat.shape[1], generator=gen, device=g.device, dtype=g.dtype)
+    if direction is None:
+        return None, flat, flat.abs().max()
+    r = direction if torch.is_tensor(direction) else torch.randn(flat.shape[1], generator=direction, device=g.device,
+                                                                  dtype=g.dtype)
     return r, flat @ r, flat.abs().max() * r.abs().sum()
 
 

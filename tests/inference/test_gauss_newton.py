@@ -301,8 +301,9 @@ def test_kfac_is_the_ggns_layer_blocks_for_one_example(float64):
 def test_per_example_pullbacks_only_where_examples_are_independent(float64, monkeypatch):
     """K-FAC, the diagonal, the dense and the low-rank GGN pull every example's roots back in one pass where examples
     are independent: the same factors, diagonal, matrix and low-rank covariance as one pass per root (to 1e-12; the
-    low rank's eigenvectors to 1e-9, an SVD of rows in another order). A network that centres its hidden layer on the batch mean
-    mixes examples: the sign test sees it, and the fallback's diagonal is still the dense GGN's."""
+    low rank's eigenvectors to 1e-9, an SVD of rows in another order). A network that centres its hidden layer on the
+    batch mean mixes examples: the sign test sees it (rows projected, or whole where one root per example keeps them),
+    and the fallback's diagonal is still the dense GGN's."""
     from pyebm.inference import kfac
 
     calls = []
@@ -328,9 +329,9 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
                                atol=1e-12)
 
     class Centred(torch.nn.Module):
-        def __init__(self):
+        def __init__(self, outputs=2):
             super().__init__()
-            self.a, self.b = torch.nn.Linear(3, 5), torch.nn.Linear(5, 2)
+            self.a, self.b = torch.nn.Linear(3, 5), torch.nn.Linear(5, outputs)
 
         def forward(self, x):
             h = torch.tanh(self.a(x))
@@ -348,6 +349,11 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
                              seed=0).diagnostics["hessian"] for s in ("full", "diag"))
     assert calls[-1][0] == 0
     torch.testing.assert_close(diag, torch.diagonal(dense), rtol=1e-12, atol=1e-12)
+    net = Centred(1).double()  # one root per example: the probe keeps its rows and compares them whole
+    at = {k: v.detach() for k, v in net.named_parameters()}
+    ttt.adapt(net, (x, y[:, 0]), list(at), ttt.supervised("squared", 0.5), pyebm.Laplace(at=at, hessian="kron"),
+              prior_scale=1.0, prior_mean="zero", seed=0)
+    assert calls[-1][0] == 0 and calls[-1][3] is not None
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
