@@ -169,9 +169,9 @@ def _structure_row(laplace_cls, net, data, test_x, test_y, names, energy, likeli
         (p_la, tp_la), (p_pe, tp_pe) = _timed_pair(
             lambda: la(test_x, pred_type="glm", link_approx="probit"),
             lambda: ttt.predict(net, post, test_x, pred_type="glm", link_approx="probit"))
-        mean_diff, var_diff = float("nan"), float((p_la - p_pe).abs().max())
+        mean_diff, var_diff = None, float((p_la - p_pe).abs().max())
     tuned = _tuned_kron(la, net, data, test_x, test_y, names, energy, likelihood, noise) if structure == "kron" else None
-    mean_col = f"{mean_diff:.1e}" if mean_diff == mean_diff else "-      "  # classification: probabilities only
+    mean_col = "-      " if mean_diff is None else f"{mean_diff:.1e}"  # classification: probabilities only
     print(f"{structure:10s} {float((P_la - P_pe).abs().max() / P_la.abs().max()):.1e}      {factors:12s} "
           f"{abs(lml_la - lml_pe) / abs(lml_la):.1e}      {mean_col}      {var_diff:.1e}      "
           f"{t_la:7.3f} {t_pe:7.3f} ({t_pe / t_la:4.2f})  {tp_la:7.4f} {tp_pe:7.4f} ({tp_pe / tp_la:4.2f})  "

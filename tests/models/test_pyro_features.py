@@ -252,7 +252,7 @@ def test_profiled_nuts_matches_the_exact_marginal_posterior(float64):
     c = R.eight_schools_case()
     sigma, y = torch.tensor(R.SCHOOLS_SIGMA), torch.tensor(R.SCHOOLS_Y)
     post = pyebm.infer(pyebm.profile(R.eight_schools_centred, "theta", beta=1.0), sigma, y,
-                       method=pyebm.NUTS(num_samples=300, warmup_steps=200, num_chains=2), seed=0, progress=False)
+                       method=pyebm.NUTS(num_samples=150, warmup_steps=100, num_chains=2), seed=0, progress=False)
     ess = post.diagnostics["ess_bulk"]  # 4 Monte Carlo sds from the exact marginal moments: fails if NUTS is biased
     for k in ("mu", "tau"):
         assert abs(float(post.mean()[k]) - c.mean[k]) <= 4 * c.sd[k] / math.sqrt(ess[k])
