@@ -318,6 +318,8 @@ class Roots:
                 start += e.numel()
         self.count = sum(p.count for p in self.pieces)
         self.examples = {p.examples for p in self.pieces if p.count}
+        #: roots per example: the rows :meth:`by_example` makes (one: a scalar output per example)
+        self.per_example = sum(p.per for p in self.pieces if p.count)
 
     def cotangents(self, dim: int):
         """Chunks ``(k, M)`` of the cotangents, one root a row, ``k`` sized so that ``k`` rows of ``D`` fit the HVP
@@ -335,10 +337,9 @@ class Roots:
         at once. Where the examples are independent (example ``n``'s natural parameters depend only on row ``n`` of a
         layer's output), one backward pass of such a row gives every example's own pullback in that row (the per-root
         rows' in one pass instead of one per example; :meth:`signed` tests the independence). ``size`` rows a chunk."""
-        for piece in self.pieces:
-            per = piece.per if piece.count else 0
-            for first in range(0, per, size):
-                cot = self.eta.new_zeros(min(size, per - first), self.eta.numel())
+        for piece in (p for p in self.pieces if p.count):  # (rows: per_example in all)
+            for first in range(0, piece.per, size):
+                cot = self.eta.new_zeros(min(size, piece.per - first), self.eta.numel())
                 piece.put_within(cot, first)
                 yield cot
 

@@ -276,7 +276,7 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
                          "Use hessian='ggn' (dense) or structure='diag'.")
     all_calls = [c for _, (_, made) in layers.items() for c in made]
     # where each example has one root (a scalar output), the probe's first pass is the one chunk of pullbacks
-    single = left is None and sum(p.per for p in roots.pieces if p.count) == 1
+    single = left is None and roots.per_example == 1
     n, on_graph, through, first = _probe(roots, layers, coords, v, keep=single)
     if not through:
         raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
