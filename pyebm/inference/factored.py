@@ -64,9 +64,8 @@ class Kronecker(Structure):
     \Lambda_A + \delta)(Q_B \otimes Q_A)^\top`, so the log-determinant, solves, draws and marginal variances cost
     :math:`O(\mathrm{out}^3 + \mathrm{in}^3 + \mathrm{out}\cdot\mathrm{in}\cdot(\mathrm{out}+\mathrm{in}))` per layer
     and no ``D x D`` matrix is built; a dense block, and a factored one with a ``1 x 1`` factor (no larger than its
-    other factor), is Cholesky factored. ``blocks``: a list of ``(name, index, B, A,
-    delta)`` (``A`` None for a dense block ``B``, ``delta`` a number or, for a dense block, a vector), ``index`` the
-    block's coordinates in ``u``.
+    other factor), is Cholesky factored. ``blocks``: a list of ``(name, index, B, A, delta)`` (``A`` None for a dense
+    block ``B``; ``delta`` a number, or for a dense block a vector), ``index`` the block's coordinates in ``u``.
     """
 
     def __init__(self, blocks: list, dim: int, ops: ArrayOps, what: str = "Laplace"):
