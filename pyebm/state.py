@@ -10,12 +10,17 @@ import random
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pyro
 import torch
 
 __all__ = ["seeded", "isolated_param_store", "resolve_seed", "copy_param_state"]
+
+#: whether a :func:`seeded` block is running (in this thread or task): an inner one then seeds without saving and
+#: restoring the generators' states, which the outermost block restores on its way out
+_RESTORING: ContextVar[bool] = ContextVar("pyebm_seeded", default=False)
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -37,23 +42,33 @@ def seeded(seed: int) -> Iterator[None]:
     torch's CPU generator always; CUDA's where CUDA is available: their states restored where CUDA was initialised on
     entry, else seeded for when it is (it then keeps the block's state: it had none before). Unlike
     ``torch.manual_seed``, no other accelerator's lazy seeding is queued on machines without one (a call costs
-    microseconds, not a captured stack per backend)."""
+    microseconds, not a captured stack per backend). A block inside another seeds the same way and leaves the
+    restoring to the outermost."""
+    if _RESTORING.get():  # inside another seeded block, which gives the caller's states back
+        _seed(seed)
+        yield
+        return
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda = torch.cuda.is_available()
-    cuda_state = torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_initialized() else None
+    cuda_state = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    token = _RESTORING.set(True)
     try:
-        torch.default_generator.manual_seed(seed)
-        if cuda:
-            torch.cuda.manual_seed_all(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)  # NumPy's legacy seeding takes 32 bits
+        _seed(seed)
         yield
     finally:
+        _RESTORING.reset(token)
         random.setstate(py_state)
-        np.random.set_state(np_state)
+        np.random.set_state(np_state)  # (saving and restoring NumPy's state is most of this block's cost: once only)
         torch.set_rng_state(torch_state)
         if cuda_state is not None:
             torch.cuda.set_rng_state_all(cuda_state)
+
+
+def _seed(seed: int) -> None:
+    torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # NumPy's legacy seeding takes 32 bits
 
 
 def copy_param_state(state: dict) -> dict:

@@ -71,34 +71,36 @@ class Kronecker(Structure):
     def __init__(self, blocks: list, dim: int, ops: ArrayOps, what: str = "Laplace"):
         self.blocks, self.dim, self.ops = blocks, dim, ops
         factored = [A is not None and min(len(B), len(A)) > 1 for _, _, B, A, _ in blocks]  # else dense (a 1x1 factor)
-        dense = _cholesky([(name, B if A is None else torch.kron(B, A), delta)
-                           for (name, _, B, A, delta), f in zip(blocks, factored) if not f], what)
-        self._factors = [_Factored(B, A, delta, name, what) if f else _Dense(next(dense))
-                         for (name, _, B, A, delta), f in zip(blocks, factored)]
+        #: ``(index, part)``: a factored block with its coordinates, or the dense blocks of one size together, the
+        #: coordinates of each a row of ``index`` (one batched operation for them all)
+        self._parts = [(torch.as_tensor(index), _Factored(B, A, delta, name, what))
+                       for (name, index, B, A, delta), f in zip(blocks, factored) if f]
+        self._parts += _dense_groups([(name, index, B if A is None else torch.kron(B, A), delta)
+                                      for (name, index, B, A, delta), f in zip(blocks, factored) if not f], what)
 
     def _blockwise(self, v, fn):
         out = torch.zeros_like(v)
-        for (_, index, *_), block in zip(self.blocks, self._factors):
-            out[..., index] = fn(block, v[..., index])
+        for index, part in self._parts:
+            out[..., index] = fn(part, v[..., index])
         return out
 
     def logdet_precision(self):
-        return sum(block.logdet() for block in self._factors)
+        return sum(part.logdet() for _, part in self._parts)
 
     def solve(self, v):
-        return self._blockwise(v, lambda block, x: block.solve(x))
+        return self._blockwise(v, lambda part, x: part.solve(x))
 
     def quadratic(self, v):
-        return sum(block.quadratic(v[..., index]) for (_, index, *_), block in zip(self.blocks, self._factors))
+        return sum(part.quadratic(v[..., index]) for index, part in self._parts)
 
     def sample(self, eps):
-        return self._blockwise(eps, lambda block, x: block.sample(x))
+        return self._blockwise(eps, lambda part, x: part.sample(x))
 
     def variance(self):
         ref = self.blocks[0][2]
         out = self.ops.zeros((self.dim,), ref)
-        for (_, index, *_), block in zip(self.blocks, self._factors):
-            out[index] = block.variance()
+        for index, part in self._parts:
+            out[index] = part.variance()
         return out
 
     def covariance(self):
@@ -125,50 +127,50 @@ def _tolerance(n: int, top: float, dtype) -> float:
     return 10 * n * torch.finfo(dtype).eps * max(top, 1e-300)
 
 
-def _cholesky(blocks: list, what: str):
-    """The Cholesky factors of the dense blocks ``B + diag(delta)`` (``blocks``: ``(name, B, delta)``), in order; those
-    of one size in one batched call. A block that is not positive definite (a failed or a vanishing pivot) raises,
-    named."""
-    out, by_size = [None] * len(blocks), {}
-    for i, (_, B, _) in enumerate(blocks):
-        by_size.setdefault(len(B), []).append(i)
-    for n, idx in by_size.items():
-        P = torch.stack([blocks[i][1] for i in idx])
-        for k, i in enumerate(idx):
-            P[k].diagonal().add_(blocks[i][2])
+def _dense_groups(blocks: list, what: str) -> list[tuple[torch.Tensor, _Dense]]:
+    """The dense blocks ``B + diag(delta)`` (``blocks``: ``(name, index, B, delta)``) Cholesky factored, those of one
+    size together: ``[(index (k, n), _Dense)]``. A block that is not positive definite (a failed or a vanishing
+    pivot) raises, named."""
+    by_size = {}
+    for block in blocks:
+        by_size.setdefault(len(block[2]), []).append(block)
+    out = []
+    for n, group in by_size.items():
+        P = torch.stack([B for _, _, B, _ in group])
+        for k, (_, _, _, delta) in enumerate(group):
+            P[k].diagonal().add_(delta)
         L, info = torch.linalg.cholesky_ex(P)
         top = P.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
         bad = (info != 0) | (L.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= _tolerance(n, 1.0, P.dtype) * top)
         if bool(bad.any()):
             k = int(bad.nonzero()[0, 0])
-            raise _not_positive_definite(torch.linalg.eigvalsh(P[k]), blocks[idx[k]][0], what)
-        for k, i in enumerate(idx):
-            out[i] = L[k]
-    return iter(out)
+            raise _not_positive_definite(torch.linalg.eigvalsh(P[k]), group[k][0], what)
+        out.append((torch.stack([torch.as_tensor(index) for _, index, _, _ in group]), _Dense(L)))
+    return out
 
 
 class _Dense:
-    r"""A dense block :math:`P = B + \mathrm{diag}(\delta) = LL^\top`, by its Cholesky factor ``L``."""
+    r"""Dense blocks of one size, :math:`P_k = B_k + \mathrm{diag}(\delta_k) = L_kL_k^\top`, by their Cholesky factors
+    ``L`` ``(k, n, n)``; a vector of them is ``(..., k, n)``."""
 
     def __init__(self, L):
         self.L = L
 
     def logdet(self):
-        return 2 * torch.diagonal(self.L).log().sum()
+        return 2 * torch.diagonal(self.L, dim1=-2, dim2=-1).log().sum()
 
     def solve(self, x):
         return torch.cholesky_solve(x[..., None], self.L)[..., 0]
 
     def quadratic(self, x):
-        return (torch.linalg.solve_triangular(self.L, x[..., None], upper=False) ** 2).sum((-2, -1))
+        return (torch.linalg.solve_triangular(self.L, x[..., None], upper=False) ** 2).sum((-3, -2, -1))
 
     def sample(self, x):  # L^{-T} x: covariance (L L^T)^{-1}
         return torch.linalg.solve_triangular(self.L.mT, x[..., None], upper=True)[..., 0]
 
     def variance(self):
-        inv = torch.linalg.solve_triangular(self.L, torch.eye(len(self.L), dtype=self.L.dtype, device=self.L.device),
-                                            upper=False)
-        return (inv**2).sum(0)
+        eye = torch.eye(self.L.shape[-1], dtype=self.L.dtype, device=self.L.device)
+        return (torch.linalg.solve_triangular(self.L, eye, upper=False) ** 2).sum(-2)
 
 
 class _Factored:

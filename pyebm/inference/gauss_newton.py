@@ -148,19 +148,23 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             values = unconstrained = {s.name: trace.nodes[s.name]["value"] for s in potential.sites}
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
         coords = _coordinates(potential, v)
-        known = v.new_zeros(v.shape[-1])  # the curvature of the latents' fixed Normal priors, in closed form
+        # the latents' fixed Normal priors in closed form: their curvature and locations on their coordinates (zero
+        # elsewhere), and their normalisers summed
+        known, loc, normaliser = v.new_zeros(v.shape[-1]), None, 0.0
         # rest: the terms whose curvature autograd takes; elsewhere: those whose curvature is known (the links'
-        # Fisher, a fixed Normal prior), needed only for the potential's value
+        # Fisher), needed only for the potential's value
         rest, elsewhere = v.new_zeros(()), v.new_zeros(())
         for name, node in trace.nodes.items():
             if node["type"] != "sample":
                 continue
             prior = _fixed_normal_prior(node) if coords.get(name) is not None else None
-            if prior is not None:
+            if prior is not None:  # every element free: the site's value is v at its coordinates
                 known[coords[name]] = prior.curvature if isinstance(prior.curvature, float) else \
                     prior.curvature.reshape(-1)
                 if value:
-                    elsewhere = elsewhere + prior.energy(node["value"])
+                    loc = v.new_zeros(v.shape[-1]) if loc is None else loc
+                    loc[coords[name]] = torch.broadcast_to(prior.loc, node["value"].shape).reshape(-1)
+                    normaliser = normaliser + prior.log_normaliser
             elif value or name not in parts:
                 term = node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
                 if name in parts:
@@ -171,8 +175,8 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             if not s.on_reals:
                 rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
         at = None
-        if value:
-            energy = rest + elsewhere
+        if value:  # the priors' energy in one expression of v: one node of the graph, not a few per site
+            energy = rest + elsewhere + (0.0 if loc is None else 0.5 * (known * (v - loc) ** 2).sum() + normaliser)
             if run is not None and not bool(torch.isfinite(energy)):
                 raise nonfinite_point(model, args, kwargs, values, what)
             (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
@@ -208,13 +212,6 @@ class _FixedNormal(NamedTuple):
     curvature: float | torch.Tensor
     loc: torch.Tensor
     log_normaliser: float | torch.Tensor
-
-    def energy(self, value: torch.Tensor) -> torch.Tensor:
-        r"""The prior's :math:`-w\log p(\text{value})`, summed (the log-density written out: a third of the
-        distribution's own cost)."""
-        if isinstance(self.curvature, float):
-            return 0.5 * self.curvature * ((value - self.loc) ** 2).sum() + self.log_normaliser
-        return 0.5 * (self.curvature * (value - self.loc) ** 2).sum() + self.log_normaliser
 
 
 def _fixed_normal_prior(node) -> _FixedNormal | None:

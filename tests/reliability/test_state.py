@@ -108,3 +108,23 @@ def test_importing_the_numpyro_backend_does_not_move_numpys_rng():
             "assert (np.random.get_state()[1] == a).all()")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_seeded_block_inside_another_seeds_alike_and_the_outermost_restores():
+    """An inner seeded block draws what it would alone (seeded the same way) without saving and restoring the
+    generators itself; the outermost gives the caller's states back, the inner one's draws included."""
+    from pyebm.state import seeded
+
+    with seeded(3):
+        alone = (torch.rand(2), np.random.rand(2), random.random())
+    before = snapshot()
+    with seeded(1):
+        torch.rand(5)
+        with seeded(3):
+            inner = (torch.rand(2), np.random.rand(2), random.random())
+        torch.rand(5)
+    assert torch.equal(inner[0], alone[0]) and np.array_equal(inner[1], alone[1]) and inner[2] == alone[2]
+    assert same(before, snapshot()) == []
+    with seeded(3):  # out of every block, a block saves and restores again
+        torch.rand(2)
+    assert same(before, snapshot()) == []
