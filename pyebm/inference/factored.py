@@ -178,10 +178,13 @@ class _Factored:
     round-off below 0 clipped)."""
 
     def __init__(self, B, A, delta: float, name: str, what: str):
-        (lb, self.Qb), (la, self.Qa) = torch.linalg.eigh(B), torch.linalg.eigh(A)
+        if B.shape == A.shape:  # one batched call
+            (lb, la), (self.Qb, self.Qa) = torch.linalg.eigh(torch.stack([B, A]))
+        else:
+            (lb, self.Qb), (la, self.Qa) = torch.linalg.eigh(B), torch.linalg.eigh(A)
         self.values = lb.clamp_min(0)[:, None] * la.clamp_min(0)[None, :] + delta
-        if not bool((self.values > _tolerance(self.values.numel(), float(self.values.abs().max()),
-                                              self.values.dtype)).all()):
+        if bool((self.values <= _tolerance(self.values.numel(), 1.0, self.values.dtype)
+                 * self.values.abs().max().clamp_min(1e-300)).any()):
             raise _not_positive_definite(self.values, name, what)
 
     def logdet(self):

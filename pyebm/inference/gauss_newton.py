@@ -174,13 +174,11 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         for s in potential.sites:
             if not s.on_reals:
                 rest = rest - s.transform.log_abs_det_jacobian(unconstrained[s.name], values[s.name]).sum()
-        at = None
+        energy = None
         if value:  # the priors' energy in one expression of v: one node of the graph, not a few per site
             energy = rest + elsewhere + (0.0 if loc is None else 0.5 * (known * (v - loc) ** 2).sum() + normaliser)
             if run is not None and not bool(torch.isfinite(energy)):
                 raise nonfinite_point(model, args, kwargs, values, what)
-            (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
-            at = energy.detach().reshape(1), grad[None]
         roots = Roots(parts)
         dim = v.shape[-1]
         if structure == "full":
@@ -190,18 +188,30 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             for rows in layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v):
                 ggn.addmm_(rows.T, rows)
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
-            return ggn, list(parts), at
+            return ggn, list(parts), _value_and_grad(energy, v)
         rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what) + known
-        if structure == "kron":
-            return kronecker(recorder, trace, potential, v, roots, rest_diag, what), list(parts), at
+        if structure == "kron":  # (its probe may take the energy's gradient)
+            kron, grad = kronecker(recorder, trace, potential, v, roots, rest_diag, what, energy)
+            return kron, list(parts), _value_and_grad(energy, v, grad)
         if structure == "diag":
             data = layer_diagonal(recorder, trace, potential, v, roots)
             if data is None:
                 data = sum((rows**2).sum(0) for rows in roots.jacobian_rows(v))
             rest_diag = rest_diag + data
-            return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts), at
+            return positive_diagonal(rest_diag, potential.ops, what, labels), list(parts), _value_and_grad(energy, v)
         rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
-        return _low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts), at
+        return (_low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts),
+                _value_and_grad(energy, v))
+
+
+def _value_and_grad(energy: torch.Tensor | None, v: torch.Tensor, grad: torch.Tensor | None = None):
+    """``(energy (1,), gradient (1, D))`` of the potential ``energy`` (a graph in ``v``; its gradient taken here
+    unless given); None without it."""
+    if energy is None:
+        return None
+    if grad is None:
+        (grad,) = torch.autograd.grad(energy, v, retain_graph=True)
+    return energy.detach().reshape(1), grad[None]
 
 
 class _FixedNormal(NamedTuple):
@@ -306,7 +316,9 @@ class Roots:
     """
 
     def __init__(self, parts: dict):
-        self.eta = torch.cat([e.reshape(-1) for n in parts for e, _, _ in parts[n][0]])
+        #: the natural parameters as the model made them, and flattened together
+        self.naturals = [e for n in parts for e, _, _ in parts[n][0]]
+        self.eta = torch.cat([e.reshape(-1) for e in self.naturals])
         self.pieces, start = [], 0
         for pieces, weight in parts.values():
             for e, fisher, blocks in pieces:

@@ -99,7 +99,11 @@ class LayerCall:
         examples at a time by batched products, not transposed copies."""
         k, out = len(g), self.shape[1 if self.conv else -1]
         if not self.conv:
-            rows, sums = g.reshape(-1, out), g.reshape(k * n, -1, out).sum(1)
+            rows = g.reshape(-1, out)
+            if len(rows) == k * n:  # one row per example: the bias's factor is the weight's
+                B = rows.T @ rows
+                return B, B
+            sums = g.reshape(k * n, -1, out).sum(1)
             return rows.T @ rows, sums.T @ sums
         maps = g.reshape(-1, out, math.prod(self.shape[2:]))  # (k N, out, T)
         step = max(1, FACTOR_BUDGET // (out * out))
@@ -179,12 +183,13 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: st
     return coords, layers, torch.cat(left) if left else None
 
 
-def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = False):
+def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = False,
+           energy: torch.Tensor | None = None):
     r"""A backward pass of every root summed (and, where it can be tested, a second of every root flipped by a random
     sign per example, compared with the first by a random projection of each example's rows) answers three questions
     about the recorded layer calls ``[c for each layer, for each call]`` (with ``keep``, the first pass's pullbacks
     ``(1, *output shape)`` are returned too, else None: where each example has one root they are the pullbacks
-    themselves):
+    themselves, up to a sign per example, which their outer products do not see):
 
     * ``N``, the number of examples, if every layer output's leading axis is the observations' example axis and the
       examples are independent: each row of every layer's pullback must flip with its example's sign (a batch norm in
@@ -194,13 +199,25 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
       must equal what the pullbacks give (:math:`\sum g \otimes a` over a weight, :math:`\sum g` over a bias). A
       weight also used outside its layer (added to an output, shared with a custom operation) fails, and pullbacks
       alone would miss that path.
+
+    Returned as ``(N, on graph, through, pullbacks, gradient)``. With ``energy`` (the potential, whose gradient in
+    ``v`` the caller needs anyway) and one natural parameter per example, that gradient's backward pass is the second
+    one: the first pass takes every root times its example's random sign :math:`s_n c_n`, the energy's pass pulls
+    back :math:`r_n = \partial E/\partial\eta_n`, and independent examples give :math:`s_n c_n\,\bar g^E_n = r_n
+    \bar g_n` in every row (exactly the first pass's rows scaled, where a mixing operation couples every example's
+    row to the others' cotangents); the gradient is returned (else None).
     """
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     outputs = [c.edge for *_, c in calls]
     (n,) = roots.examples if len(roots.examples) == 1 else (0,)
     testable = n >= 2 and all(len(c.shape) >= 2 and c.shape[0] == n for *_, c in calls)
-    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=roots.signed(roots.eta.new_ones(max(
-        roots.examples, default=1))), retain_graph=True, allow_unused=True)
+    scalar = keep and energy is not None and testable and roots.eta.numel() == n  # one eta per example
+    if testable:
+        gen = torch.Generator(device=v.device).manual_seed(0)
+        sign = torch.randint(0, 2, (n,), generator=gen, device=v.device).to(v.dtype) * 2 - 1
+    ones = roots.eta.new_ones(max(roots.examples, default=1))
+    cot = roots.signed(sign if scalar else ones)
+    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=cot, retain_graph=True, allow_unused=True)
     on_graph = [g is not None for g in grads[:-1]]
     first = [None if g is None else g.detach()[None] for g in grads[:-1]] if keep else None
     through = True
@@ -216,21 +233,49 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
             direct, assembled = direct[idx], assembled[idx]
         tol = 1e3 * torch.finfo(v.dtype).eps * direct.abs().max().clamp_min(torch.finfo(v.dtype).tiny)
         through = bool(((direct - assembled).abs() <= tol).all())
-    independent = testable
-    if testable:  # a second pass with a random sign per example; each example's rows compared (kept ones in full,
-        # else by a random projection, not to hold them during the pass)
-        gen = torch.Generator(device=v.device).manual_seed(0)
-        sign = torch.randint(0, 2, (n,), generator=gen, device=v.device).to(v.dtype) * 2 - 1
-        kept = [(i, _project(g.detach(), None if keep else gen)) for i, g in enumerate(grads[:-1]) if g is not None]
-        del grads
-        flipped = torch.autograd.grad(roots.eta, [outputs[i] for i, _ in kept], grad_outputs=roots.signed(sign),
-                                      retain_graph=True, allow_unused=True)
+    independent, gradient = None, None  # (None: not yet tested)
+    kept = [(i, g.detach()) for i, g in enumerate(grads[:-1]) if g is not None] if testable else []
+    del grads
+    if scalar:
+        independent, gradient = _energy_pass(energy, roots, [outputs[i] for i, _ in kept], [g for _, g in kept],
+                                             cot, v)
+    if testable and independent is None:  # a second pass with a random sign per example; each example's rows
+        # compared (kept ones in full, else by a random projection, not to hold them during the pass)
+        kept = [(i, _project(g, None if keep else gen)) for i, g in kept]
+        flipped = torch.autograd.grad(roots.eta, [outputs[i] for i, _ in kept],
+                                      grad_outputs=roots.signed(ones if scalar else sign), retain_graph=True,
+                                      allow_unused=True)
         eps = 64 * torch.finfo(v.dtype).eps
         agree = [(_project(g.detach(), r)[1] if g is not None else torch.zeros_like(before)).sub_(
             sign.reshape((n,) + (1,) * (before.dim() - 1)) * before).abs().max() <= eps * bound
             for (_, (r, before, bound)), g in zip(kept, flipped)]
         independent = bool(torch.stack(agree).all()) if agree else True
-    return (n if independent else 0), on_graph, through, first
+    return (n if independent else 0), on_graph, through, first, gradient
+
+
+def _energy_pass(energy: torch.Tensor, roots, outputs: list, first: list, cot: torch.Tensor, v: torch.Tensor):
+    r"""``(independent, gradient)``: the energy's gradient in ``v`` by one backward pass, which also pulls its
+    derivative in the natural parameters (one per example) back to the layer ``outputs`` and tells whether the
+    examples are independent: each example's row must be the first pass's (``first``, of the cotangent ``cot``)
+    scaled, :math:`c_n\,\bar g^E_n = r_n \bar g_n` (see :func:`_probe`; to round-off of the larger side).
+    ``independent`` is None where the energy does not reach the natural parameters it declared (they are then
+    recomputed apart from it), and the caller's flipped pass decides."""
+    got = torch.autograd.grad(energy, [v, *outputs, *roots.naturals], retain_graph=True, allow_unused=True)
+    gradient = torch.zeros_like(v) if got[0] is None else got[0].detach()
+    rs = got[1 + len(outputs):]
+    if any(r is None for r in rs):
+        return None, gradient
+    r = torch.cat([x.detach().reshape(-1) for x in rs])
+    n, tol = len(r), 1e3 * torch.finfo(v.dtype).eps
+    sizes = []  # (worst difference, larger side) per layer
+    for g, before in zip(got[1 : 1 + len(outputs)], first):
+        theirs = r[:, None] * before.reshape(n, -1)
+        mine = torch.zeros_like(theirs) if g is None else cot[:, None] * g.detach().reshape(n, -1)
+        sizes.append(torch.stack([torch.linalg.vector_norm(x, math.inf) for x in (mine - theirs, mine, theirs)]))
+    if not sizes:
+        return True, gradient
+    sizes = torch.stack(sizes)
+    return bool((sizes[:, 0] <= tol * sizes[:, 1:].amax(1)).all()), gradient
 
 
 def _project(g: torch.Tensor, direction) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -266,9 +311,10 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
 
 
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, prior: torch.Tensor,
-              what: str) -> Kronecker:
+              what: str, energy: torch.Tensor | None = None) -> tuple[Kronecker, torch.Tensor | None]:
     """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring), with ``prior`` the
-    diagonal curvature of the rest (the priors)."""
+    diagonal curvature of the rest (the priors), and the gradient of ``energy`` (the potential, if given) in ``v``
+    where its backward pass served the probe (:func:`_probe`), else None."""
     coords, layers, left = _layers(recorder, trace, potential, v, what)
     if not layers:
         raise ValueError(f"{what}: hessian='kron' factorises nn.Linear and nn.Conv2d layers whose weight is a latent "
@@ -277,7 +323,8 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     all_calls = [c for _, (_, made) in layers.items() for c in made]
     # where each example has one root (a scalar output), the probe's first pass is the one chunk of pullbacks
     single = left is None and roots.per_example == 1
-    n, on_graph, through, first = _probe(roots, layers, coords, v, keep=single)
+    n, on_graph, through, first, gradient = _probe(roots, layers, coords, v, keep=single,
+                                                   energy=energy if single else None)
     if not through:
         raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
                          "observations only through that layer; here some are also used outside it (in another "
@@ -311,14 +358,17 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
         else:  # not on the observations' graph: the prior alone
             A = v.new_zeros(in_f, in_f)
         Bw = B[w] if torch.is_tensor(B[w]) else v.new_zeros(out_f, out_f)
-        blocks.append((w, coords[w], Bw, A, _isotropic(prior, coords[w], w, what)))
+        blocks.append([w, coords[w], Bw, A, None])
         if b is not None:
             Bbias = Bb[w] if torch.is_tensor(Bb[w]) else v.new_zeros(out_f, out_f)
-            blocks.append((b, coords[b], Bbias, None, _isotropic(prior, coords[b], b, what)))
+            blocks.append([b, coords[b], Bbias, None, None])
+    for block, delta in zip(blocks, _isotropic(prior, blocks, what)):
+        block[4] = delta
+    blocks = [tuple(block) for block in blocks]
     if left is not None:
         G = G_left if torch.is_tensor(G_left) else v.new_zeros(len(left), len(left))
         blocks.append(("other sites", left, G, None, prior[left]))
-    return Kronecker(blocks, v.shape[-1], potential.ops, what)
+    return Kronecker(blocks, v.shape[-1], potential.ops, what), gradient
 
 
 def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots):
@@ -329,7 +379,7 @@ def _example_layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, 
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     if not layers or left is not None or any(c.conv or len(c.shape) != 2 for *_, c in calls):
         return None
-    n, on_graph, through, _ = _probe(roots, layers, coords, v)
+    n, on_graph, through, *_ = _probe(roots, layers, coords, v)
     calls = [c for c, used in zip(calls, on_graph) if used]
     if n == 0 or not through or len({w for w, *_ in calls}) < len(calls):  # mixed examples, another path, sharing
         return None
@@ -384,12 +434,13 @@ def layer_rows(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots
     return rows()
 
 
-def _isotropic(prior: torch.Tensor, idx: torch.Tensor, name: str, what: str) -> float:
-    """The prior's curvature over one parameter, which must be one number (an isotropic prior)."""
-    lo, hi = torch.aminmax(prior[idx])
-    lo, hi = float(lo), float(hi)
-    if hi - lo > 1e-8 * max(abs(hi), abs(lo), 1e-300):
-        raise ValueError(f"{what}: hessian='kron' adds the prior's curvature to each weight's Kronecker factors "
-                         f"exactly only where it is one number per parameter; {name!r} has {lo:.4g} to {hi:.4g}. Give "
-                         "it an isotropic prior (one scale), or use structure='diag'.")
-    return lo
+def _isotropic(prior: torch.Tensor, blocks: list, what: str) -> list[float]:
+    """The prior's curvature over each block's parameter (``blocks``: ``[name, index, ...]``), which must be one number
+    per parameter (an isotropic prior); read in one transfer."""
+    ranges = torch.stack([torch.stack(torch.aminmax(prior[index])) for _, index, *_ in blocks]).tolist()
+    for (name, *_), (lo, hi) in zip(blocks, ranges):
+        if hi - lo > 1e-8 * max(abs(hi), abs(lo), 1e-300):
+            raise ValueError(f"{what}: hessian='kron' adds the prior's curvature to each weight's Kronecker factors "
+                             f"exactly only where it is one number per parameter; {name!r} has {lo:.4g} to {hi:.4g}. "
+                             "Give it an isotropic prior (one scale), or use structure='diag'.")
+    return [lo for lo, _ in ranges]

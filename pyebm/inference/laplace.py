@@ -190,8 +190,9 @@ def _stationarity(structure, grad, energy: float) -> dict:
     r"""How far a given point is from the mode, in posterior standard deviations: the Newton decrement
     :math:`\sqrt{g^\top H^{-1} g}` (the curvature's own structure), with a warning above :data:`AT_TOLERANCE`. The
     evidence of a Gaussian fitted off the mode is low by about half its square (nats)."""
-    distance = float(np.sqrt(max(float(to_numpy(structure.quadratic(grad))), 0.0)))
-    largest = float(np.abs(to_numpy(grad)).max())
+    quadratic, largest = (float(x) for x in to_numpy(structure.ops.stack([structure.quadratic(grad),
+                                                                          abs(grad).max()])))
+    distance = float(np.sqrt(max(quadratic, 0.0)))
     if distance > AT_TOLERANCE:
         warn(f"Laplace(at=...): the point is {distance:.3g} posterior sds from stationary (gradient {largest:.3g}): "
              f"the Gaussian is not centred at a mode, and the evidence is off by about {0.5 * distance**2:.3g} nats. "

@@ -349,11 +349,14 @@ def test_per_example_pullbacks_only_where_examples_are_independent(float64, monk
                              seed=0).diagnostics["hessian"] for s in ("full", "diag"))
     assert calls[-1][0] == 0
     torch.testing.assert_close(diag, torch.diagonal(dense), rtol=1e-12, atol=1e-12)
-    net = Centred(1).double()  # one root per example: the probe keeps its rows and compares them whole
+    net = Centred(1).double()  # one root per example: the probe keeps its rows and compares them whole, with the
+    # energy's gradient pass at a given point, else with a flipped pass
     at = {k: v.detach() for k, v in net.named_parameters()}
-    ttt.adapt(net, (x, y[:, 0]), list(at), ttt.supervised("squared", 0.5), pyebm.Laplace(at=at, hessian="kron"),
-              prior_scale=1.0, prior_mean="zero", seed=0)
-    assert calls[-1][0] == 0 and calls[-1][3] is not None
+    for method in (pyebm.Laplace(at=at, hessian="kron"), pyebm.Laplace(hessian="kron")):
+        ttt.adapt(net, (x, y[:, 0]), list(at), ttt.supervised("squared", 0.5), method, prior_scale=1.0,
+                  prior_mean="zero", seed=0)
+        assert calls[-1][0] == 0 and calls[-1][3] is not None
+        assert (calls[-1][4] is not None) == (method.at is not None)  # the energy's gradient, from its pass
 
 
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
@@ -549,7 +552,9 @@ def test_kfac_factors_do_not_depend_on_the_memory_budgets(float64, monkeypatch):
 @pytest.mark.filterwarnings("ignore::pyebm.ConvergenceWarning")
 def test_kfac_with_one_root_per_example_reuses_the_probe(float64, monkeypatch):
     """A scalar output per example has one root per example: the probe's first pass (every root summed) is then the
-    pullbacks, taken as they are; the factors equal those of one backward pass per root."""
+    pullbacks, taken as they are; the factors equal those of one backward pass per root. At a given point the
+    energy's own gradient pass tests the examples' independence (no flipped pass) and gives the gradient that
+    autograd gives alone."""
     from pyebm import ttt
     from pyebm.inference import kfac
 
@@ -563,11 +568,27 @@ def test_kfac_with_one_root_per_example_reuses_the_probe(float64, monkeypatch):
             at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
         return post.diagnostics["hessian"]
 
-    pullbacks = []
-    passes = kfac._pullbacks
+    pullbacks, energy_passes = [], []
+    passes, energy_pass = kfac._pullbacks, kfac._energy_pass
     monkeypatch.setattr(kfac, "_pullbacks", lambda *a: pullbacks.append(1) or passes(*a))
+    monkeypatch.setattr(kfac, "_energy_pass", lambda *a: energy_passes.append(energy_pass(*a)) or energy_passes[-1])
     reused = factors()
     assert pullbacks == []  # no pass beyond the probe's
+    assert [independent for independent, _ in energy_passes] == [True]  # the energy's pass tested independence
+    # ... and gave its gradient: the same as autograd's alone, with the flipped pass testing independence instead
+    monkeypatch.setattr(kfac, "_energy_pass", lambda *a: (None, None))
+    for mine, theirs in zip(reused.values(), factors().values()):
+        for a, b in zip(mine[:2], theirs[:2]):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    post = ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
+        at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
+    monkeypatch.setattr(kfac, "_energy_pass", energy_pass)
+    again = ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
+        at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
+    assert again.diagnostics["distance"] == pytest.approx(post.diagnostics["distance"], rel=1e-12)
+    assert again.diagnostics["grad_norm"] == pytest.approx(post.diagnostics["grad_norm"], rel=1e-12)
+    assert again.log_evidence == pytest.approx(post.log_evidence, rel=1e-12)
     probe = kfac._probe
     monkeypatch.setattr(kfac, "_probe", lambda *a, **k: (0, *probe(*a, **k)[1:]))  # one backward pass per root
     per_root = factors()
