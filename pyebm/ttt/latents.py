@@ -52,12 +52,17 @@ class Functional:
         self.names = list(latents)
         self.trained = latents
         self.shapes = {n: v.shape for n, v in latents.items()}
-        self.fixed = {n: p.detach() for n, p in net.named_parameters() if n not in latents}
-        self.fixed.update({n: b.detach().clone() for n, b in net.named_buffers()})
+        tensors = [*((n, t, False) for n, t in net.named_parameters(remove_duplicate=False)),
+                   *((n, t, True) for n, t in net.named_buffers(remove_duplicate=False))]
+        self.fixed, seen = {}, set()  # each tensor under its first name (as named_parameters() gives it)
+        for n, t, buffer in tensors:
+            if id(t) not in seen:
+                seen.add(id(t))
+                if buffer or n not in latents:
+                    self.fixed[n] = t.detach().clone() if buffer else t.detach()
         self.dim = sum(v.numel() for v in latents.values())
-        tensors = [*net.named_parameters(remove_duplicate=False), *net.named_buffers(remove_duplicate=False)]
         # tied weights (one tensor under two names) take functional_call's untying; else it is a no-op, and skipped
-        self.tied = len({id(t) for _, t in tensors}) < len(tensors)
+        self.tied = len(seen) < len(tensors)
 
     def __call__(self, values: dict[str, torch.Tensor], inputs) -> torch.Tensor:
         args = inputs if isinstance(inputs, tuple) else (inputs,)

@@ -57,7 +57,7 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
         sigma_jt = approx.structure.solve(J.transpose(0, 1)).transpose(0, 1)
     else:
         sigma_jt = approx.structure.solve(J)
-    return mean, torch.einsum("bcd,bkd->bck", J, sigma_jt).to(mean.dtype)
+    return mean, (J @ sigma_jt.mT).to(mean.dtype)  # (B, C, C)
 
 
 def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
