@@ -148,6 +148,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             values = unconstrained = {s.name: trace.nodes[s.name]["value"] for s in potential.sites}
         parts = _known_links(trace, {s.name for s in potential.sites}, what)
         coords = _coordinates(potential, v)
+        where = coords if getattr(potential, "index", None) is not None else _segments(potential.sites)
         # the latents' fixed Normal priors in closed form: their curvature and locations on their coordinates (zero
         # elsewhere), and their normalisers summed
         known, loc, normaliser = v.new_zeros(v.shape[-1]), None, 0.0
@@ -159,11 +160,11 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
                 continue
             prior = _fixed_normal_prior(node) if coords.get(name) is not None else None
             if prior is not None:  # every element free: the site's value is v at its coordinates
-                known[coords[name]] = prior.curvature if isinstance(prior.curvature, float) else \
+                known[where[name]] = prior.curvature if isinstance(prior.curvature, float) else \
                     prior.curvature.reshape(-1)
                 if value:
                     loc = v.new_zeros(v.shape[-1]) if loc is None else loc
-                    loc[coords[name]] = torch.broadcast_to(prior.loc, node["value"].shape).reshape(-1)
+                    loc[where[name]] = torch.broadcast_to(prior.loc, node["value"].shape).reshape(-1)
                     normaliser = normaliser + prior.log_normaliser
             elif value or name not in parts:
                 term = node["fn"].log_prob(node["value"]).mul(_site_weight(node)).sum()
@@ -190,8 +191,14 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
             ggn = positive_definite(0.5 * (ggn + ggn.T), potential.ops, what=what, labels=labels)
             return ggn, list(parts), _value_and_grad(energy, v)
         rest_diag = rest_diagonal(rest, v, exact=structure == "diag", what=what) + known
-        if structure == "kron":  # (its probe may take the energy's gradient)
-            kron, grad = kronecker(recorder, trace, potential, v, roots, rest_diag, what, energy)
+        if structure == "kron":  # its probe may take the observations' part of the gradient
+            kron, grad = kronecker(recorder, trace, potential, v, roots, rest_diag, what, elsewhere if value else None)
+            if grad is not None:  # the priors' part in closed form, the rest's by autograd
+                if loc is not None:
+                    grad = grad + known * (v.detach() - loc)
+                if rest.requires_grad:
+                    (more,) = torch.autograd.grad(rest, v, retain_graph=True, allow_unused=True)
+                    grad = grad if more is None else grad + more
             return kron, list(parts), _value_and_grad(energy, v, grad)
         if structure == "diag":
             data = layer_diagonal(recorder, trace, potential, v, roots)
@@ -202,6 +209,15 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
         return (_low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts),
                 _value_and_grad(energy, v))
+
+
+def _segments(sites: list) -> dict[str, slice]:
+    """Each site's coordinates where every coordinate is free: a segment, assigned by a slice (no index tensor)."""
+    out, start = {}, 0
+    for s in sites:
+        out[s.name] = slice(start, start + s.numel)
+        start += s.numel
+    return out
 
 
 def _value_and_grad(energy: torch.Tensor | None, v: torch.Tensor, grad: torch.Tensor | None = None):
@@ -318,7 +334,8 @@ class Roots:
     def __init__(self, parts: dict):
         #: the natural parameters as the model made them, and flattened together
         self.naturals = [e for n in parts for e, _, _ in parts[n][0]]
-        self.eta = torch.cat([e.reshape(-1) for e in self.naturals])
+        self.eta = torch.cat([e.reshape(-1) for e in self.naturals]) if len(self.naturals) > 1 else \
+            self.naturals[0].reshape(-1)
         self.pieces, start = [], 0
         for pieces, weight in parts.values():
             for e, fisher, blocks in pieces:

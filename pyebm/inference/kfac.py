@@ -184,7 +184,7 @@ def _layers(recorder: LayerRecorder, trace, potential, v: torch.Tensor, what: st
 
 
 def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = False,
-           energy: torch.Tensor | None = None):
+           likelihood: torch.Tensor | None = None):
     r"""A backward pass of every root summed (and, where it can be tested, a second of every root flipped by a random
     sign per example, compared with the first by a random projection of each example's rows) answers three questions
     about the recorded layer calls ``[c for each layer, for each call]`` (with ``keep``, the first pass's pullbacks
@@ -200,45 +200,41 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
       weight also used outside its layer (added to an output, shared with a custom operation) fails, and pullbacks
       alone would miss that path.
 
-    Returned as ``(N, on graph, through, pullbacks, gradient)``. With ``energy`` (the potential, whose gradient in
-    ``v`` the caller needs anyway) and one natural parameter per example, that gradient's backward pass is the second
-    one: the first pass takes every root times its example's random sign :math:`s_n c_n`, the energy's pass pulls
-    back :math:`r_n = \partial E/\partial\eta_n`, and independent examples give :math:`s_n c_n\,\bar g^E_n = r_n
-    \bar g_n` in every row (exactly the first pass's rows scaled, where a mixing operation couples every example's
-    row to the others' cotangents); the gradient is returned (else None).
+    Returned as ``(N, on graph, through, pullbacks, gradient)``. With ``likelihood`` (the observations' part of the
+    potential, whose gradient in ``v`` the caller needs anyway) and one natural parameter per example, that gradient's
+    backward pass answers the first and third questions, and the first pass stops at the layers' outputs: it takes
+    every root times its example's random sign :math:`s_n c_n`, the likelihood's pass pulls back :math:`r_n =
+    \partial E/\partial\eta_n`, and independent examples give :math:`s_n c_n\,\bar g^E_n = r_n \bar g_n` in every row
+    (exactly the first pass's rows scaled, where a mixing operation couples every example's row to the others'
+    cotangents); its gradient in ``v`` must be what its own pullbacks give. The gradient is returned (else None).
     """
     calls = [(w, b, c) for w, (b, made) in layers.items() for c in made]
     outputs = [c.edge for *_, c in calls]
     (n,) = roots.examples if len(roots.examples) == 1 else (0,)
     testable = n >= 2 and all(len(c.shape) >= 2 and c.shape[0] == n for *_, c in calls)
-    scalar = keep and energy is not None and testable and roots.eta.numel() == n  # one eta per example
+    scalar = (keep and likelihood is not None and likelihood.requires_grad and testable
+              and roots.eta.numel() == n)  # one natural parameter per example
     if testable:
         gen = torch.Generator(device=v.device).manual_seed(0)
         sign = torch.randint(0, 2, (n,), generator=gen, device=v.device).to(v.dtype) * 2 - 1
     ones = roots.eta.new_ones(max(roots.examples, default=1))
     cot = roots.signed(sign if scalar else ones)
-    grads = torch.autograd.grad(roots.eta, outputs + [v], grad_outputs=cot, retain_graph=True, allow_unused=True)
-    on_graph = [g is not None for g in grads[:-1]]
-    first = [None if g is None else g.detach()[None] for g in grads[:-1]] if keep else None
-    through = True
-    if grads[-1] is not None:
-        direct, assembled = grads[-1].detach(), torch.zeros_like(v)
-        for (w, b, c), g in zip(calls, grads):
-            if g is not None:
-                assembled.index_add_(0, coords[w], c.weight_gradient(g.detach()).reshape(-1))
-                if b is not None:
-                    assembled.index_add_(0, coords[b], c.bias_gradient(g.detach()))
-        idx = torch.cat([coords[m] for w, (b, _) in layers.items() for m in (w, b) if m is not None])
-        if len(idx) < len(v):  # coordinates outside the layers: not compared
-            direct, assembled = direct[idx], assembled[idx]
-        tol = 1e3 * torch.finfo(v.dtype).eps * direct.abs().max().clamp_min(torch.finfo(v.dtype).tiny)
-        through = bool(((direct - assembled).abs() <= tol).all())
-    independent, gradient = None, None  # (None: not yet tested)
-    kept = [(i, g.detach()) for i, g in enumerate(grads[:-1]) if g is not None] if testable else []
+    grads = torch.autograd.grad(roots.eta, outputs + ([] if scalar else [v]), grad_outputs=cot, retain_graph=True,
+                                allow_unused=True)
+    pulled = [None if g is None else g.detach() for g in grads[: len(outputs)]]
+    on_graph = [g is not None for g in pulled]
+    first = [None if g is None else g[None] for g in pulled] if keep else None
+    through = None if scalar else _through(None if grads[-1] is None else grads[-1].detach(), pulled, calls, layers,
+                                           coords, v)
     del grads
+    independent = gradient = None  # (None: not yet tested)
+    kept = [(i, g) for i, g in enumerate(pulled) if g is not None] if testable else []
     if scalar:
-        independent, gradient = _energy_pass(energy, roots, [outputs[i] for i, _ in kept], [g for _, g in kept],
-                                             cot, v)
+        independent, gradient, by_likelihood = _likelihood_pass(likelihood, roots, outputs, pulled, cot, v)
+        through = _through(gradient, by_likelihood, calls, layers, coords, v)
+        if not through:  # the likelihood may reach the weights beside its natural parameters: the roots' pass decides
+            (direct,) = torch.autograd.grad(roots.eta, v, grad_outputs=cot, retain_graph=True, allow_unused=True)
+            through = _through(None if direct is None else direct.detach(), pulled, calls, layers, coords, v)
     if testable and independent is None:  # a second pass with a random sign per example; each example's rows
         # compared (kept ones in full, else by a random projection, not to hold them during the pass)
         kept = [(i, _project(g, None if keep else gen)) for i, g in kept]
@@ -253,29 +249,53 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
     return (n if independent else 0), on_graph, through, first, gradient
 
 
-def _energy_pass(energy: torch.Tensor, roots, outputs: list, first: list, cot: torch.Tensor, v: torch.Tensor):
-    r"""``(independent, gradient)``: the energy's gradient in ``v`` by one backward pass, which also pulls its
-    derivative in the natural parameters (one per example) back to the layer ``outputs`` and tells whether the
-    examples are independent: each example's row must be the first pass's (``first``, of the cotangent ``cot``)
-    scaled, :math:`c_n\,\bar g^E_n = r_n \bar g_n` (see :func:`_probe`; to round-off of the larger side).
-    ``independent`` is None where the energy does not reach the natural parameters it declared (they are then
-    recomputed apart from it), and the caller's flipped pass decides."""
-    got = torch.autograd.grad(energy, [v, *outputs, *roots.naturals], retain_graph=True, allow_unused=True)
+def _through(direct: torch.Tensor | None, pulled: list, calls: list, layers: dict, coords: dict,
+             v: torch.Tensor) -> bool:
+    """Whether a gradient in ``v`` (``direct``; None: ``v`` not reached) is what its pullbacks to the layer outputs
+    (``pulled``, one per call, None off the graph) give over the layers' weights and biases: they reach it only
+    through those calls."""
+    if direct is None:
+        return True
+    assembled = torch.zeros_like(v)
+    for (w, b, c), g in zip(calls, pulled):
+        if g is not None:
+            assembled.index_add_(0, coords[w], c.weight_gradient(g).reshape(-1))
+            if b is not None:
+                assembled.index_add_(0, coords[b], c.bias_gradient(g))
+    idx = torch.cat([coords[m] for w, (b, _) in layers.items() for m in (w, b) if m is not None])
+    if len(idx) < len(v):  # coordinates outside the layers: not compared
+        direct, assembled = direct[idx], assembled[idx]
+    tol = 1e3 * torch.finfo(v.dtype).eps * direct.abs().max().clamp_min(torch.finfo(v.dtype).tiny)
+    return bool(((direct - assembled).abs() <= tol).all())
+
+
+def _likelihood_pass(likelihood: torch.Tensor, roots, outputs: list, first: list, cot: torch.Tensor,
+                     v: torch.Tensor):
+    r"""``(independent, gradient, pullbacks)``: the likelihood's gradient in ``v`` by one backward pass, which also
+    pulls it back to the layer ``outputs`` (returned, None off its graph) and, by its derivative in the natural
+    parameters (one per example), tells whether the examples are independent: each example's row must be the first
+    pass's (``first``, of the cotangent ``cot``) scaled, :math:`c_n\,\bar g^E_n = r_n \bar g_n` (see :func:`_probe`;
+    to round-off of the larger side). ``independent`` is None where the likelihood does not reach the natural
+    parameters it declared (they are then recomputed apart from it), and the caller's flipped pass decides."""
+    got = torch.autograd.grad(likelihood, [v, *outputs, *roots.naturals], retain_graph=True, allow_unused=True)
     gradient = torch.zeros_like(v) if got[0] is None else got[0].detach()
+    pulled = [None if g is None else g.detach() for g in got[1 : 1 + len(outputs)]]
     rs = got[1 + len(outputs):]
     if any(r is None for r in rs):
-        return None, gradient
+        return None, gradient, pulled
     r = torch.cat([x.detach().reshape(-1) for x in rs])
     n, tol = len(r), 1e3 * torch.finfo(v.dtype).eps
     sizes = []  # (worst difference, larger side) per layer
-    for g, before in zip(got[1 : 1 + len(outputs)], first):
+    for g, before in zip(pulled, first):
+        if before is None:
+            continue
         theirs = r[:, None] * before.reshape(n, -1)
-        mine = torch.zeros_like(theirs) if g is None else cot[:, None] * g.detach().reshape(n, -1)
+        mine = torch.zeros_like(theirs) if g is None else cot[:, None] * g.reshape(n, -1)
         sizes.append(torch.stack([torch.linalg.vector_norm(x, math.inf) for x in (mine - theirs, mine, theirs)]))
     if not sizes:
-        return True, gradient
+        return True, gradient, pulled
     sizes = torch.stack(sizes)
-    return bool((sizes[:, 0] <= tol * sizes[:, 1:].amax(1)).all()), gradient
+    return bool((sizes[:, 0] <= tol * sizes[:, 1:].amax(1)).all()), gradient, pulled
 
 
 def _project(g: torch.Tensor, direction) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -311,10 +331,10 @@ def _pullbacks(roots, calls: list[LayerCall], v: torch.Tensor, left, n: int):
 
 
 def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots, prior: torch.Tensor,
-              what: str, energy: torch.Tensor | None = None) -> tuple[Kronecker, torch.Tensor | None]:
+              what: str, likelihood: torch.Tensor | None = None) -> tuple[Kronecker, torch.Tensor | None]:
     """The K-FAC structure of the GGN from the recorded layer calls (see the module docstring), with ``prior`` the
-    diagonal curvature of the rest (the priors), and the gradient of ``energy`` (the potential, if given) in ``v``
-    where its backward pass served the probe (:func:`_probe`), else None."""
+    diagonal curvature of the rest (the priors), and the gradient of ``likelihood`` (the observations' part of the
+    potential, if given) in ``v`` where its backward pass served the probe (:func:`_probe`), else None."""
     coords, layers, left = _layers(recorder, trace, potential, v, what)
     if not layers:
         raise ValueError(f"{what}: hessian='kron' factorises nn.Linear and nn.Conv2d layers whose weight is a latent "
@@ -324,7 +344,7 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
     # where each example has one root (a scalar output), the probe's first pass is the one chunk of pullbacks
     single = left is None and roots.per_example == 1
     n, on_graph, through, first, gradient = _probe(roots, layers, coords, v, keep=single,
-                                                   energy=energy if single else None)
+                                                   likelihood=likelihood if single else None)
     if not through:
         raise ValueError(f"{what}: hessian='kron' factorises each layer's weight and bias where they reach the "
                          "observations only through that layer; here some are also used outside it (in another "

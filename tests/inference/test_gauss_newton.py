@@ -553,8 +553,8 @@ def test_kfac_factors_do_not_depend_on_the_memory_budgets(float64, monkeypatch):
 def test_kfac_with_one_root_per_example_reuses_the_probe(float64, monkeypatch):
     """A scalar output per example has one root per example: the probe's first pass (every root summed) is then the
     pullbacks, taken as they are; the factors equal those of one backward pass per root. At a given point the
-    energy's own gradient pass tests the examples' independence (no flipped pass) and gives the gradient that
-    autograd gives alone."""
+    likelihood's own gradient pass tests the examples' independence (no flipped pass) and gives the gradient that
+    autograd gives alone (the priors' part in closed form)."""
     from pyebm import ttt
     from pyebm.inference import kfac
 
@@ -568,28 +568,38 @@ def test_kfac_with_one_root_per_example_reuses_the_probe(float64, monkeypatch):
             at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
         return post.diagnostics["hessian"]
 
-    pullbacks, energy_passes = [], []
-    passes, energy_pass = kfac._pullbacks, kfac._energy_pass
+    pullbacks, likelihood_passes, checks = [], [], []
+    passes, likelihood_pass, through, probe = kfac._pullbacks, kfac._likelihood_pass, kfac._through, kfac._probe
     monkeypatch.setattr(kfac, "_pullbacks", lambda *a: pullbacks.append(1) or passes(*a))
-    monkeypatch.setattr(kfac, "_energy_pass", lambda *a: energy_passes.append(energy_pass(*a)) or energy_passes[-1])
+    monkeypatch.setattr(kfac, "_likelihood_pass", lambda *a: likelihood_passes.append(likelihood_pass(*a))
+                        or likelihood_passes[-1])
     reused = factors()
     assert pullbacks == []  # no pass beyond the probe's
-    assert [independent for independent, _ in energy_passes] == [True]  # the energy's pass tested independence
-    # ... and gave its gradient: the same as autograd's alone, with the flipped pass testing independence instead
-    monkeypatch.setattr(kfac, "_energy_pass", lambda *a: (None, None))
-    for mine, theirs in zip(reused.values(), factors().values()):
-        for a, b in zip(mine[:2], theirs[:2]):
-            if b is not None:
-                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    post = ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
-        at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
-    monkeypatch.setattr(kfac, "_energy_pass", energy_pass)
-    again = ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
-        at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
-    assert again.diagnostics["distance"] == pytest.approx(post.diagnostics["distance"], rel=1e-12)
-    assert again.diagnostics["grad_norm"] == pytest.approx(post.diagnostics["grad_norm"], rel=1e-12)
-    assert again.log_evidence == pytest.approx(post.log_evidence, rel=1e-12)
-    probe = kfac._probe
+    assert [independent for independent, *_ in likelihood_passes] == [True]  # the likelihood's pass tested it
+
+    def same(a, b):
+        for mine, theirs in zip(a.values(), b.values()):
+            for x, y in zip(mine[:2], theirs[:2]):
+                if y is not None:
+                    torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+
+    # where that pass cannot show the weights reaching it through their layers only, the roots' own pass decides
+    monkeypatch.setattr(kfac, "_through", lambda *a: checks.append(1) or (len(checks) > 1 and through(*a)))
+    same(reused, factors())
+    assert len(checks) == 2
+    monkeypatch.setattr(kfac, "_through", through)
+
+    def fit():
+        return ttt.adapt(net, (x, y), list(trained), ttt.supervised("squared", 0.5), pyebm.Laplace(
+            at=trained, hessian="kron"), prior_scale=0.7, prior_mean="zero", seed=0)
+
+    post = fit()  # ... and the gradient, as autograd gives it alone, with a flipped pass testing independence
+    monkeypatch.setattr(kfac, "_probe", lambda *a, **k: probe(*a, **{**k, "likelihood": None}))
+    alone = fit()
+    same(post.diagnostics["hessian"], alone.diagnostics["hessian"])
+    for key in ("distance", "grad_norm"):
+        assert post.diagnostics[key] == pytest.approx(alone.diagnostics[key], rel=1e-12)
+    assert post.log_evidence == pytest.approx(alone.log_evidence, rel=1e-12)
     monkeypatch.setattr(kfac, "_probe", lambda *a, **k: (0, *probe(*a, **k)[1:]))  # one backward pass per root
     per_root = factors()
     assert pullbacks == [1]
