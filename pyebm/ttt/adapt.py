@@ -154,8 +154,10 @@ def adapt(
             energy = energy_at(noise)
             natural = getattr(energy, "natural", None)  # the energy's outputs and curvature, for hessian="ggn"
 
+            scale = {k: v.new_tensor(scales[k]) for k, v in means.items()}  # (a tensor: half a float's cost)
+
             def model():
-                values = {k: pyro.sample(k, dist.Normal(v, scales[k]).to_event(v.dim())) for k, v in means.items()}
+                values = {k: pyro.sample(k, dist.Normal(v, scale[k]).to_event(v.dim())) for k, v in means.items()}
                 forward = _forward_once(fn, values)
                 e = per_example(energy(forward, x), n)
                 energy_factor("ttt_energy", e.sum(), beta=beta, gauss_newton=natural and (lambda: natural(forward, x)))
