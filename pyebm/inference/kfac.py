@@ -228,13 +228,14 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
                                            coords, v)
     del grads
     independent = gradient = None  # (None: not yet tested)
-    kept = [(i, g) for i, g in enumerate(pulled) if g is not None] if testable else []
     if scalar:
         independent, gradient, by_likelihood = _likelihood_pass(likelihood, roots, outputs, pulled, cot, v)
         through = _through(gradient, by_likelihood, calls, layers, coords, v)
         if not through:  # the likelihood may reach the weights beside its natural parameters: the roots' pass decides
             (direct,) = torch.autograd.grad(roots.eta, v, grad_outputs=cot, retain_graph=True, allow_unused=True)
             through = _through(None if direct is None else direct.detach(), pulled, calls, layers, coords, v)
+    kept = [(i, g) for i, g in enumerate(pulled) if g is not None] if testable else []
+    del pulled  # (rows not kept are let go once projected, before the flipped pass)
     if testable and independent is None:  # a second pass with a random sign per example; each example's rows
         # compared (kept ones in full, else by a random projection, not to hold them during the pass)
         kept = [(i, _project(g, None if keep else gen)) for i, g in kept]
