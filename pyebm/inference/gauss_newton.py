@@ -134,7 +134,7 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
     backward pass per root. ``run``: the model's run at ``u`` to read (:func:`given_point_run`) instead of running it;
     the energy there is then computed (as with ``value``) and checked finite.
     """
-    from .kfac import LayerRecorder, _coordinates, kronecker, layer_diagonal, layer_rows
+    from .kfac import LayerRecorder, _coordinates, _segments, kronecker, layer_diagonal, layer_rows
 
     recorder = LayerRecorder() if run is None else run.recorder
     value = value or run is not None
@@ -209,15 +209,6 @@ def gauss_newton(model, args: tuple, kwargs: dict, potential, u: torch.Tensor, w
         rows = layer_rows(recorder, trace, potential, v, roots) or roots.jacobian_rows(v)
         return (_low_rank(roots.count, rows, v, rest_diag, rank, potential.ops, what, labels), list(parts),
                 _value_and_grad(energy, v))
-
-
-def _segments(sites: list) -> dict[str, slice]:
-    """Each site's coordinates where every coordinate is free: a segment, assigned by a slice (no index tensor)."""
-    out, start = {}, 0
-    for s in sites:
-        out[s.name] = slice(start, start + s.numel)
-        start += s.numel
-    return out
 
 
 def _value_and_grad(energy: torch.Tensor | None, v: torch.Tensor, grad: torch.Tensor | None = None):

@@ -144,18 +144,25 @@ class LayerRecorder:
 def _coordinates(potential, v: torch.Tensor) -> dict[str, torch.Tensor | None]:
     """Each site's coordinates in ``v`` (None where some of its elements are held: it cannot be a K-FAC block)."""
     index = getattr(potential, "index", None)
-    out, start = {}, 0
     if index is None:  # every coordinate free: the sites' segments in order
-        for s in potential.sites:
-            out[s.name] = torch.arange(start, start + s.numel, device=v.device)
-            start += s.numel
-        return out
+        return {name: torch.arange(segment.start, segment.stop, device=v.device)
+                for name, segment in _segments(potential.sites).items()}
+    out, start = {}, 0
     full_to_v = torch.full((sum(s.numel for s in potential.sites),), -1, dtype=torch.long)
     full_to_v[torch.as_tensor(index)] = torch.arange(len(index))
     for s in potential.sites:
         idx = full_to_v[start : start + s.numel]
         start += s.numel
         out[s.name] = idx.to(v.device) if bool((idx >= 0).all()) else None
+    return out
+
+
+def _segments(sites: list) -> dict[str, slice]:
+    """Each site's coordinates where every coordinate is free: a segment, in the sites' order."""
+    out, start = {}, 0
+    for s in sites:
+        out[s.name] = slice(start, start + s.numel)
+        start += s.numel
     return out
 
 
@@ -234,11 +241,10 @@ def _probe(roots, layers: dict, coords: dict, v: torch.Tensor, keep: bool = Fals
         if not through:  # the likelihood may reach the weights beside its natural parameters: the roots' pass decides
             (direct,) = torch.autograd.grad(roots.eta, v, grad_outputs=cot, retain_graph=True, allow_unused=True)
             through = _through(None if direct is None else direct.detach(), pulled, calls, layers, coords, v)
-    kept = [(i, g) for i, g in enumerate(pulled) if g is not None] if testable else []
-    del pulled  # (rows not kept are let go once projected, before the flipped pass)
     if testable and independent is None:  # a second pass with a random sign per example; each example's rows
         # compared (kept ones in full, else by a random projection, not to hold them during the pass)
-        kept = [(i, _project(g, None if keep else gen)) for i, g in kept]
+        kept = [(i, _project(g, None if keep else gen)) for i, g in enumerate(pulled) if g is not None]
+        del pulled
         flipped = torch.autograd.grad(roots.eta, [outputs[i] for i, _ in kept],
                                       grad_outputs=roots.signed(ones if scalar else sign), retain_graph=True,
                                       allow_unused=True)
@@ -379,13 +385,11 @@ def kronecker(recorder: LayerRecorder, trace, potential, v: torch.Tensor, roots,
         else:  # not on the observations' graph: the prior alone
             A = v.new_zeros(in_f, in_f)
         Bw = B[w] if torch.is_tensor(B[w]) else v.new_zeros(out_f, out_f)
-        blocks.append([w, coords[w], Bw, A, None])
+        blocks.append((w, coords[w], Bw, A))
         if b is not None:
             Bbias = Bb[w] if torch.is_tensor(Bb[w]) else v.new_zeros(out_f, out_f)
-            blocks.append([b, coords[b], Bbias, None, None])
-    for block, delta in zip(blocks, _isotropic(prior, blocks, what)):
-        block[4] = delta
-    blocks = [tuple(block) for block in blocks]
+            blocks.append((b, coords[b], Bbias, None))
+    blocks = [(*block, delta) for block, delta in zip(blocks, _isotropic(prior, blocks, what))]
     if left is not None:
         G = G_left if torch.is_tensor(G_left) else v.new_zeros(len(left), len(left))
         blocks.append(("other sites", left, G, None, prior[left]))
