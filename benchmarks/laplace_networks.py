@@ -103,6 +103,13 @@ def _peak_mib(fn) -> float:
     return (_status_kib("VmHWM") - start) / 1024
 
 
+def _print_peaks(fit_la, fit_pe) -> None:
+    """The fits' peak memory side by side (a line of the last-layer summaries)."""
+    mem_la, mem_pe = _peak_mib(fit_la), _peak_mib(fit_pe)
+    print(f"peak MiB of the fit                 laplace-torch {_mib(mem_la)}   pyebm {_mib(mem_pe)}"
+          + (f"   ratio {mem_pe / mem_la:.2f}" if min(mem_la, mem_pe) >= 1 else ""))
+
+
 def _mib(value: float) -> str:
     """A peak in MiB; below 1 MiB the resident set cannot tell it from other allocations."""
     return f"{value:7.1f}" if value >= 1 else "   < 1 "
@@ -263,6 +270,8 @@ def regression(laplace_cls) -> None:
     print(f"fit s (median of 5)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
     print(f"predict s, 500 points               laplace-torch {tp_la:.4f}   pyebm {tp_pe:.4f}   "
           f"ratio {tp_pe / tp_la:.2f}")
+    _print_peaks(fit_la, lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("squared", noise), delta,
+                                                  hessian="ggn"))
 
     la_t, tt_la, post_t, tt_pe = _tuned(fit_la, net, (x, y), last, ttt.supervised("squared", noise))
     d_la = float(la_t.prior_precision.reshape(-1)[0])
@@ -311,6 +320,8 @@ def classification(laplace_cls) -> None:
     print(f"fit s (median of 5)                 laplace-torch {t_la:.3f}   pyebm {t_pe:.3f}   ratio {t_pe / t_la:.2f}")
     print(f"predict s, 497 digits               laplace-torch {tp_la:.4f}   pyebm {tp_pe:.4f}   "
           f"ratio {tp_pe / tp_la:.2f}")
+    _print_peaks(fit_la, lambda: _pyebm_posterior(net, (x, y), last, ttt.supervised("cross_entropy"), delta,
+                                                  hessian="ggn"))
     la_t, tt_la, post_t, tt_pe = _tuned(fit_la, net, (x, y), last, ttt.supervised("cross_entropy"))
     print(f"evidence-tuned prior precision      laplace-torch {float(la_t.prior_precision.reshape(-1)[0]):.4f} "
           f"({tt_la:.2f} s)   pyebm {post_t.diagnostics['prior_scale']['3.weight'] ** -2:.4f} ({tt_pe:.2f} s)")

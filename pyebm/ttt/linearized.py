@@ -20,6 +20,8 @@ import torch
 from torch.autograd.graph import get_gradient_edge
 from torch.func import jacrev, vmap
 
+from ..inference.curvature import DenseCovariance, DensePrecision
+
 __all__ = ["glm_outputs", "LINKS"]
 
 
@@ -37,11 +39,13 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
         jac, out = jacrev(outputs, has_aux=True)(values_b)
         return out, jac
 
+    last = None  # (the last layer's weight, bias and inputs, where the adapted weights are only those)
     with torch.no_grad():
         if independent:
             mean, jac = vmap(one)(centre, x)  # (B, C), {name: (B, C, *shape)}
         elif not _couples_examples(fn.net):  # one small Jacobian per example: C backward passes each
-            mean, jac = _layer_jacobians(fn, centre, x) or vmap(one, in_dims=(None, 0))(centre, x)
+            found = _layer_jacobians(fn, centre, x)
+            mean, jac, last = found if found is not None else (*vmap(one, in_dims=(None, 0))(centre, x), None)
         else:  # batch statistics tie the examples together: the Jacobian of the whole batch's outputs
             mean = fn(centre, x)
             jac = jacrev(lambda v: fn(v, x))(centre)
@@ -52,6 +56,9 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     order = [s.name for s in approx.layout.sites]
     if sorted(order) != sorted(names) or getattr(approx.layout, "index", None) is not None:
         raise ValueError("the linearised predictive needs a Gaussian over exactly the adapted weights.")
+    if (not independent and last is not None and C > 1
+            and isinstance(approx.structure, (DensePrecision, DenseCovariance))):  # (1/C of the products)
+        return mean, _last_layer_covariance(approx, last).to(mean.dtype)
     J = torch.cat([jac[k].reshape(B, C, -1) for k in order], -1).to(approx.loc.dtype)  # (B, C, D)
     if independent:  # one structure per input: batch over inputs, classes leading
         sigma_jt = approx.structure.solve(J.transpose(0, 1)).transpose(0, 1)
@@ -60,13 +67,37 @@ def glm_outputs(fn, posterior, x: torch.Tensor, independent: bool) -> tuple[torc
     return mean, (J @ sigma_jt.mT).to(mean.dtype)  # (B, C, C)
 
 
+def _last_layer_covariance(approx, last: tuple) -> torch.Tensor:
+    r"""``(B, C, C)``: :math:`J\Sigma J^\top` where the adapted weights are the last layer's (weight ``(C, in)``, bias
+    optional), whose Jacobian is :math:`I_C \otimes \tilde a_n^\top` with :math:`\tilde a_n` the layer's input (and 1
+    for the bias): :math:`\tilde a_n^\top \Sigma_{ck} \tilde a_n` for each pair of outputs, :math:`\Sigma_{ck}` the
+    covariance between output ``c``'s and output ``k``'s weights (``C^2 B d^2`` products, not ``C B D^2``)."""
+    weight, bias, a = last
+    offsets, start = {}, 0
+    for site in approx.layout.sites:
+        offsets[site.name], start = start, start + site.numel
+    cov, inputs = approx.structure.covariance(), a.shape[-1]
+    C = next(s.numel for s in approx.layout.sites if s.name == weight) // inputs
+    idx = offsets[weight] + inputs * torch.arange(C, device=cov.device)[:, None] + torch.arange(inputs,
+                                                                                               device=cov.device)
+    features = a.to(cov.dtype)
+    if bias is not None:
+        idx = torch.cat([idx, offsets[bias] + torch.arange(C, device=cov.device)[:, None]], 1)
+        features = torch.cat([features, features.new_ones(len(features), 1)], 1)
+    flat = idx.reshape(-1)
+    d = idx.shape[1]
+    blocks = cov[flat][:, flat].reshape(C, d, C, d).transpose(1, 2)  # (C, C, d, d)
+    return ((features @ blocks) * features).sum(-1).permute(2, 0, 1)
+
+
 def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
     r"""Every example's Jacobian at once where each adapted weight is the weight or bias of an ``nn.Linear`` called
     once on one row per example: with :math:`g_{cn} = \partial f_c(x_n) / \partial s_n` the output's pullback to the
     layer's output (one batched backward pass per output, all examples at once), :math:`J_W = g_{cn} a_n^\top` and
     :math:`J_b = g_{cn}` (a last layer's :math:`g` is the identity). Each weight must reach the outputs through its
-    layer only (:func:`_used_once`). ``(mean, {name: (B, C, *shape)})``, or
-    None (the caller then vmaps a Jacobian per example)."""
+    layer only (:func:`_used_once`). ``(mean, {name: (B, C, *shape)}, last)`` (``last``: the weight's and bias's names
+    and the layer's inputs where the adapted weights are the last layer's only, else None), or None (the caller then
+    vmaps a Jacobian per example)."""
     from ..inference.kfac import LayerRecorder
 
     values = {k: v.detach().requires_grad_(True) for k, v in centre.items()}
@@ -100,7 +131,9 @@ def _layer_jacobians(fn, centre: dict, x: torch.Tensor):
         jac[name] = g if role == "bias" else g[..., None] * call.a.detach()[:, None, None, :]
     if not _used_once(out, [values[k] for k in names]):  # each weight reaches the outputs through its layer only
         return None
-    return out.detach(), jac
+    roles = {} if calls else {role: name for name, (role, _) in found.items()}  # the last layer's weights only
+    last = (roles["weight"], roles.get("bias"), next(iter(found.values()))[1].a.detach()) if "weight" in roles else None
+    return out.detach(), jac, last
 
 
 def _used_once(out: torch.Tensor, leaves: list[torch.Tensor]) -> bool:

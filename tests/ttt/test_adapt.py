@@ -210,10 +210,11 @@ def test_linearised_predictive_of_independent_adaptation_matches_one_input_at_a_
         torch.testing.assert_close(f_var[i], v[0], atol=1e-8, rtol=1e-6)
 
 
-@pytest.mark.parametrize("latents", [["2.weight", "2.bias"], None, ["0.weight", "2.bias"]])
+@pytest.mark.parametrize("latents", [["2.weight", "2.bias"], ["2.weight"], None, ["0.weight", "2.bias"]])
 def test_glm_jacobians_from_layer_pullbacks_are_the_per_example_jacobians(float64, monkeypatch, latents):
     """Adapted nn.Linear weights take every example's Jacobian from one forward and one backward pass per output
-    (a last layer: none); the GLM predictive equals the one from per-example jacrev to round-off. A network whose
+    (a last layer: none, and its dense posterior's output covariance comes from the layer's inputs, the Jacobian's
+    Kronecker form); the GLM predictive equals the one from per-example jacrev to round-off. A network whose
     adapted weight is not a Linear's (a LayerNorm's), or is also used outside its layer, takes the per-example
     path."""
     from pyebm.ttt import linearized
@@ -229,10 +230,13 @@ def test_glm_jacobians_from_layer_pullbacks_are_the_per_example_jacobians(float6
     layers = linearized._layer_jacobians
     monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: calls.append(layers(*a)) or calls[-1])
     probit = predict(net, post, x, pred_type="glm", link_approx="probit")
-    assert calls[-1] is not None
+    assert calls[-1] is not None and (calls[-1][2] is not None) == (latents is not None and "0.weight" not in latents)
+    mean, var = predict(net, post, x, likelihood="regression", pred_type="glm")
     monkeypatch.setattr(linearized, "_layer_jacobians", lambda *a: None)
     torch.testing.assert_close(probit, predict(net, post, x, pred_type="glm", link_approx="probit"), rtol=1e-12,
                                atol=1e-12)
+    for mine, theirs in zip((mean, var), predict(net, post, x, likelihood="regression", pred_type="glm")):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
     norm = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.LayerNorm(6), torch.nn.Linear(6, 3)).double()
     post = adapt(norm, x, ["1.weight", "2.bias"], "entropy", "laplace", prior_scale=0.5, seed=0)
