@@ -122,9 +122,10 @@ def _not_positive_definite(values: torch.Tensor, name: str, what: str) -> Infere
         "data add none. Give its weights a proper prior.")
 
 
-def _tolerance(n: int, top: float, dtype) -> float:
-    """The smallest eigenvalue (or Cholesky pivot squared) a block of size ``n`` and scale ``top`` must exceed."""
-    return 10 * n * torch.finfo(dtype).eps * max(top, 1e-300)
+def _tolerance(n: int, dtype) -> float:
+    """The smallest eigenvalue (or Cholesky pivot squared) a block of size ``n`` must exceed, relative to its
+    largest."""
+    return 10 * n * torch.finfo(dtype).eps
 
 
 def _dense_groups(blocks: list, what: str) -> list[tuple[torch.Tensor, _Dense]]:
@@ -141,7 +142,7 @@ def _dense_groups(blocks: list, what: str) -> list[tuple[torch.Tensor, _Dense]]:
             P[k].diagonal().add_(delta)
         L, info = torch.linalg.cholesky_ex(P)
         top = P.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
-        bad = (info != 0) | (L.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= _tolerance(n, 1.0, P.dtype) * top)
+        bad = (info != 0) | (L.diagonal(dim1=-2, dim2=-1).amin(-1) ** 2 <= _tolerance(n, P.dtype) * top)
         if bool(bad.any()):
             k = int(bad.nonzero()[0, 0])
             raise _not_positive_definite(torch.linalg.eigvalsh(P[k]), group[k][0], what)
@@ -183,7 +184,7 @@ class _Factored:
         else:
             (lb, self.Qb), (la, self.Qa) = torch.linalg.eigh(B), torch.linalg.eigh(A)
         self.values = lb.clamp_min(0)[:, None] * la.clamp_min(0)[None, :] + delta
-        if bool((self.values <= _tolerance(self.values.numel(), 1.0, self.values.dtype)
+        if bool((self.values <= _tolerance(self.values.numel(), self.values.dtype)
                  * self.values.abs().max().clamp_min(1e-300)).any()):
             raise _not_positive_definite(self.values, name, what)
 

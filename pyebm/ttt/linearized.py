@@ -72,17 +72,16 @@ def _last_layer_covariance(approx, last: tuple) -> torch.Tensor:
     optional), whose Jacobian is :math:`I_C \otimes \tilde a_n^\top` with :math:`\tilde a_n` the layer's input (and 1
     for the bias): :math:`\tilde a_n^\top \Sigma_{ck} \tilde a_n` for each pair of outputs, :math:`\Sigma_{ck}` the
     covariance between output ``c``'s and output ``k``'s weights (``C^2 B d^2`` products, not ``C B D^2``)."""
+    from ..inference.kfac import _segments
+
     weight, bias, a = last
-    offsets, start = {}, 0
-    for site in approx.layout.sites:
-        offsets[site.name], start = start, start + site.numel
-    cov, inputs = approx.structure.covariance(), a.shape[-1]
-    C = next(s.numel for s in approx.layout.sites if s.name == weight) // inputs
-    idx = offsets[weight] + inputs * torch.arange(C, device=cov.device)[:, None] + torch.arange(inputs,
-                                                                                               device=cov.device)
+    segments, cov, inputs = _segments(approx.layout.sites), approx.structure.covariance(), a.shape[-1]
+    C = (segments[weight].stop - segments[weight].start) // inputs
+    idx = segments[weight].start + inputs * torch.arange(C, device=cov.device)[:, None] + torch.arange(
+        inputs, device=cov.device)
     features = a.to(cov.dtype)
     if bias is not None:
-        idx = torch.cat([idx, offsets[bias] + torch.arange(C, device=cov.device)[:, None]], 1)
+        idx = torch.cat([idx, segments[bias].start + torch.arange(C, device=cov.device)[:, None]], 1)
         features = torch.cat([features, features.new_ones(len(features), 1)], 1)
     flat = idx.reshape(-1)
     d = idx.shape[1]
